@@ -1,0 +1,72 @@
+"""The estate model: stack config -> one validated pydantic object, before any resource exists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from .base import CONFIG_NAMESPACE, ESTATE_KEY, RuleViolations, Violation, config_path, duration_ms
+from .estate import EstateSpec, Node
+from .hosts import NfsExport, NodeGroup
+from .proxy import L4Spec, L7Spec, Overlay
+from .stacks import Routing, StackSpec
+
+__all__ = [
+    "CONFIG_NAMESPACE",
+    "ESTATE_KEY",
+    "EstateConfigError",
+    "EstateSpec",
+    "L4Spec",
+    "L7Spec",
+    "NfsExport",
+    "Node",
+    "NodeGroup",
+    "Overlay",
+    "Routing",
+    "StackSpec",
+    "Violation",
+    "config_path",
+    "duration_ms",
+    "format_violation",
+    "load_estate",
+]
+
+
+class EstateConfigError(Exception):
+    """The stack config breaks one or more rules; `problems` holds one line per broken rule."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid estate configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def format_violation(v: Violation) -> str:
+    return f"{config_path(v.path)}: {v.message}"
+
+
+def _pydantic_problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, RuleViolations):
+            problems += [f"{config_path(loc + v.path)}: {v.message}" for v in cause.violations]
+            continue
+        message = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown setting (a typo? see the model in components/model/ for the allowed keys)"
+        elif err["type"] == "missing":
+            message = "required setting is missing"
+        problems.append(f"{config_path(loc)}: {message}")
+    return problems
+
+
+def load_estate(raw: Any) -> EstateSpec:
+    """Validate the `swarm-estate:estate` object. Raises EstateConfigError naming each config path."""
+    if not isinstance(raw, dict):
+        raise EstateConfigError([f"{config_path(())}: must be an object (the whole estate), got {type(raw).__name__}"])
+    try:
+        return EstateSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise EstateConfigError(_pydantic_problems(exc)) from None

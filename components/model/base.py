@@ -1,0 +1,144 @@
+"""Shared pieces of the estate model: strict base class, rule violations, small value types."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+CONFIG_NAMESPACE = "swarm-estate"
+ESTATE_KEY = "estate"
+
+
+class Strict(BaseModel):
+    """Every model forbids unknown keys: a typo in a stack file must fail, not be ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule, located by a path relative to the model that found it."""
+
+    path: tuple[str | int, ...]
+    message: str
+
+
+class RuleViolations(ValueError):
+    """Raised by model validators that check rules spanning several fields.
+
+    Carrying the relative path lets the loader report `swarm-estate:estate.swarm.managers`
+    instead of pydantic's bare location of the model that ran the check.
+    """
+
+    def __init__(self, violations: Iterable[Violation]):
+        self.violations = list(violations)
+        super().__init__("; ".join(v.message for v in self.violations))
+
+
+def raise_if_any(violations: list[Violation]) -> None:
+    if violations:
+        raise RuleViolations(violations)
+
+
+def config_path(loc: Iterable[str | int], key: str = ESTATE_KEY) -> str:
+    """`("swarm", "workers", "nodes", 2, "address")` -> `swarm-estate:estate.swarm.workers.nodes[2].address`."""
+    text = f"{CONFIG_NAMESPACE}:{key}"
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+# --- small value types -------------------------------------------------------------------
+
+_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9._/:-]*$")
+
+
+def _dns_name(value: str) -> str:
+    name = value.lower().rstrip(".")
+    labels = name.split(".")
+    if len(name) > 253 or len(labels) < 2 or not all(_DNS_LABEL.match(label) for label in labels):
+        raise ValueError(
+            f"{value!r} is not a valid DNS name: use dot-separated labels of a-z, 0-9 and '-', "
+            "each 1-63 characters, at least two labels, 253 characters in all"
+        )
+    if labels[-1].isdigit():
+        raise ValueError(f"{value!r} looks like an IP address, not a DNS name")
+    return name
+
+
+def _name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: start with a letter, then lowercase letters, digits "
+            "or '-', at most 63 characters (it becomes part of host, container and volume names)"
+        )
+    return value
+
+
+def _labels(value: Any) -> dict[str, str]:
+    """Labels are written either as a mapping or as a list of `key=value` strings (the seeds' style)."""
+    if value is None:
+        return {}
+    pairs: list[tuple[str, str]] = []
+    if isinstance(value, dict):
+        pairs = [(str(k), "" if v is None else str(v)) for k, v in value.items()]
+    elif isinstance(value, list):
+        for item in value:
+            if not isinstance(item, str) or "=" not in item:
+                raise ValueError(f"label {item!r} must be written as key=value (e.g. function=production)")
+            k, v = item.split("=", 1)
+            pairs.append((k.strip(), v.strip()))
+    else:
+        raise ValueError("labels must be a mapping or a list of key=value strings")
+    out: dict[str, str] = {}
+    for k, v in pairs:
+        if not _LABEL_KEY.match(k):
+            raise ValueError(f"label key {k!r} is invalid: use letters, digits, '.', '_' or '-'")
+        if not _LABEL_VALUE.match(v):
+            raise ValueError(f"label {k}={v!r} has an invalid value: use letters, digits and . _ / : -")
+        if k in out:
+            raise ValueError(f"label key {k!r} is given twice")
+        out[k] = v
+    return dict(sorted(out.items()))
+
+
+DnsName = Annotated[str, AfterValidator(_dns_name)]
+Name = Annotated[str, AfterValidator(_name)]
+Labels = Annotated[dict[str, str], BeforeValidator(_labels)]
+Port = Annotated[int, Field(ge=1, le=65535, description="TCP/UDP port, 1..65535")]
+SecretRef = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z][A-Za-z0-9_]*$",
+        description="name of a secret stack config key (`pulumi config set --secret <name> …`)",
+    ),
+]
+
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def duration_ms(value: str) -> int:
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a duration: write a whole number with ms, s, m, h or d (e.g. 2s)")
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def _duration(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = f"{int(value)}s"
+    if not isinstance(value, str):
+        raise ValueError("a duration is a string like 500ms, 2s, 5m")
+    duration_ms(value)
+    return value
+
+
+Duration = Annotated[str, BeforeValidator(_duration)]

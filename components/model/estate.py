@@ -1,0 +1,398 @@
+"""The root of the estate model and the rules that span several of its parts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import Literal
+
+from pydantic import Field, PrivateAttr, model_validator
+
+from .base import DnsName, Name, Strict, Violation, raise_if_any
+from .hosts import (
+    Availability,
+    BaseImage,
+    DockerSubstrate,
+    EngineSettings,
+    Hypervisor,
+    NfsSpec,
+    NodeGroup,
+    NodeNetwork,
+    Role,
+    SshAccess,
+    SwarmSpec,
+)
+from .proxy import L4Spec, L7Spec, Overlay, _public_network
+from .stacks import PortainerSpec, RegistrySpec, StackSpec
+
+Substrate = Literal["libvirt", "existing", "docker"]
+
+# Address slots inside the node subnet. Fixed offsets keep allocation stable: adding a worker
+# takes the next free slot and never renumbers an existing node.
+MANAGER_OFFSET = 10
+WORKER_OFFSET = 20
+MAX_MANAGERS = 7
+SWARM_PORTS = {2377: "swarm management (2377/tcp)", 7946: "swarm gossip (7946)"}
+
+
+@dataclass(frozen=True)
+class Node:
+    """A swarm node as every layer sees it, whatever the substrate."""
+
+    name: str
+    role: Role
+    index: int
+    address: IPv4Address
+    hypervisor: str | None
+    vcpu: int
+    memory_mib: int
+    disk_gib: int
+    labels: dict[str, str] = field(default_factory=dict)
+    availability: Availability = "active"
+    ssh_user: str = "ops"
+    path: tuple[str | int, ...] = ()
+
+
+class EstateSpec(Strict):
+    """The whole estate, as read from the stack config key `swarm-estate:estate`."""
+
+    name: Name = Field(description="estate name; prefixes VM, container, network and volume names")
+    domain: DnsName = Field(description="public domain; routed names outside it need an _acme-challenge CNAME")
+    substrate: Substrate = Field(description="libvirt VMs, existing hosts over SSH, or docker-in-docker nodes")
+    protect: bool = Field(False, description="protect VMs, disks and data volumes from deletion (production)")
+    hypervisors: list[Hypervisor] = Field(default_factory=list, description="KVM hosts (libvirt substrate)")
+    node_network: NodeNetwork = Field(description="network the nodes and the L4 pair sit on")
+    base_image: BaseImage = Field(default_factory=BaseImage, description="cloud image the VMs boot from")
+    ssh: SshAccess = Field(default_factory=SshAccess, description="ops user and keys")
+    engine: EngineSettings = Field(default_factory=EngineSettings, description="Docker engine settings")
+    docker: DockerSubstrate = Field(default_factory=DockerSubstrate, description="docker substrate settings")
+    swarm: SwarmSpec = Field(default_factory=SwarmSpec, description="managers, workers and swarm settings")
+    nfs: NfsSpec = Field(default_factory=NfsSpec, description="NFS exports and host mounts")
+    registry: RegistrySpec = Field(default_factory=RegistrySpec, description="private image registry")
+    portainer: PortainerSpec = Field(default_factory=PortainerSpec, description="Portainer")
+    public_network: Overlay = Field(default_factory=_public_network, description="the haproxy-public overlay")
+    overlays: list[Overlay] = Field(default_factory=list, description="other shared overlays")
+    l7: L7Spec = Field(default_factory=L7Spec, description="L7 HAProxy service inside the swarm")
+    l4: L4Spec = Field(default_factory=L4Spec, description="L4 HAProxy + keepalived pair in front")
+    stacks: dict[Name, StackSpec] = Field(default_factory=dict, description="application stacks")
+
+    _nodes: list[Node] = PrivateAttr(default_factory=list)
+    _warnings: list[Violation] = PrivateAttr(default_factory=list)
+
+    @property
+    def nodes(self) -> list[Node]:
+        return self._nodes
+
+    @property
+    def warnings(self) -> list[Violation]:
+        return self._warnings
+
+    @property
+    def managers(self) -> list[Node]:
+        return [n for n in self._nodes if n.role == "manager"]
+
+    @property
+    def workers(self) -> list[Node]:
+        return [n for n in self._nodes if n.role == "worker"]
+
+    def l7_nodes(self) -> list[Node]:
+        return [n for n in self._nodes if _has_labels(n.labels, self.l7.node_label)]
+
+    def nfs_export(self, name: str):  # -> NfsExport
+        return next(e for e in self.nfs.exports if e.name == name)
+
+    # --- the cross-field rules ---------------------------------------------------------
+
+    @model_validator(mode="after")
+    def _check(self) -> EstateSpec:
+        errors: list[Violation] = []
+        warnings: list[Violation] = []
+        errors += self._check_substrate()
+        errors += _check_manager_count(self.swarm.managers.size)
+        nodes, placement_errors = self._resolve_nodes()
+        errors += placement_errors
+        if not placement_errors:
+            self._nodes = nodes
+            errors += self._check_names_and_addresses()
+            spread_errors, spread_warnings = self._check_manager_spread()
+            errors += spread_errors
+            warnings += spread_warnings
+            errors += self._check_l7_nodes()
+        errors += self._check_references()
+        errors += self._check_ports()
+        dns_errors, dns_warnings = self._check_dns_names()
+        errors += dns_errors
+        warnings += dns_warnings
+        errors += _check_replicated_routes(self.stacks)
+        raise_if_any(errors)
+        self._warnings = warnings
+        return self
+
+    def _check_substrate(self) -> list[Violation]:
+        out = []
+        if self.substrate == "libvirt":
+            if not self.hypervisors:
+                out.append(Violation(("hypervisors",), "the libvirt substrate needs at least one hypervisor"))
+            if self.base_image.url is None and self.base_image.volume is None:
+                out.append(Violation(("base_image",), "give the base image a url or an existing volume"))
+            if len(self.hypervisors) > 1 and self.node_network.mode == "nat":
+                out.append(
+                    Violation(
+                        ("node_network", "mode"),
+                        "a NAT network is private to one hypervisor, so nodes on different hypervisors could "
+                        "not reach each other; use mode bridge (or existing) with several hypervisors",
+                    )
+                )
+        if self.substrate in ("libvirt", "existing") and self.ssh.private_key_secret is None:
+            out.append(
+                Violation(
+                    ("ssh", "private_key_secret"),
+                    f"the {self.substrate} substrate runs its commands over SSH: name the secret config key "
+                    "that holds the private key",
+                )
+            )
+        if self.substrate == "existing":
+            for role, group in (("managers", self.swarm.managers), ("workers", self.swarm.workers)):
+                if group.count is not None and group.count != len(group.nodes):
+                    out.append(
+                        Violation(
+                            ("swarm", role, "count"),
+                            "existing hosts cannot be generated from a count: list each host under nodes",
+                        )
+                    )
+                for i, spec in enumerate(group.nodes):
+                    if spec.address is None:
+                        out.append(
+                            Violation(("swarm", role, "nodes", i, "address"), "an existing host needs its address")
+                        )
+        return out
+
+    def _resolve_nodes(self) -> tuple[list[Node], list[Violation]]:
+        nodes: list[Node] = []
+        errors: list[Violation] = []
+        hypervisor_names = [h.name for h in self.hypervisors]
+        for role, key, group, offset in (
+            ("manager", "managers", self.swarm.managers, MANAGER_OFFSET),
+            ("worker", "workers", self.swarm.workers, WORKER_OFFSET),
+        ):
+            candidates = group.hypervisors or hypervisor_names
+            for i in range(group.size):
+                spec = group.nodes[i] if i < len(group.nodes) else None
+                path: tuple[str | int, ...] = ("swarm", key, "nodes", i) if spec else ("swarm", key, "count")
+                address = spec.address if spec and spec.address else None
+                if address is None:
+                    address = self.node_network.subnet.network_address + offset + i
+                    if role == "manager" and i >= MAX_MANAGERS:
+                        address = None  # the manager-count rule reports this
+                    elif address not in self.node_network.subnet or address == self.node_network.subnet.broadcast_address:
+                        errors.append(
+                            Violation(
+                                path,
+                                f"no address left for {key} #{i + 1} in {self.node_network.subnet}: "
+                                "use a larger subnet or give addresses explicitly",
+                            )
+                        )
+                        continue
+                if address is None:
+                    continue
+                hypervisor = spec.hypervisor if spec and spec.hypervisor else None
+                if hypervisor is None and self.substrate == "libvirt" and candidates:
+                    hypervisor = candidates[i % len(candidates)]
+                nodes.append(
+                    Node(
+                        name=spec.name if spec else f"{group.name_prefix or role}{i + 1}",
+                        role=role,  # type: ignore[arg-type]
+                        index=i,
+                        address=address,
+                        hypervisor=hypervisor,
+                        vcpu=(spec.vcpu if spec and spec.vcpu else group.vcpu),
+                        memory_mib=(spec.memory_mib if spec and spec.memory_mib else group.memory_mib),
+                        disk_gib=(spec.disk_gib if spec and spec.disk_gib else group.disk_gib),
+                        labels={**group.labels, **(spec.labels if spec else {})},
+                        availability=(spec.availability if spec and spec.availability else group.availability),
+                        ssh_user=(spec.ssh_user if spec and spec.ssh_user else self.ssh.user),
+                        path=path,
+                    )
+                )
+        return nodes, errors
+
+    def _check_names_and_addresses(self) -> list[Violation]:
+        out = []
+        subnet = self.node_network.subnet
+        reserved = {subnet.network_address, subnet.broadcast_address, self.node_network.effective_gateway()}
+        entries: list[tuple[str, IPv4Address, tuple[str | int, ...]]] = [
+            (n.name, n.address, n.path) for n in self._nodes
+        ]
+        if self.l4.enabled:
+            entries += [(n.name, n.address, ("l4", "nodes", i)) for i, n in enumerate(self.l4.nodes)]
+            if self.l4.virtual_ip is not None:
+                entries.append(("the L4 virtual IP", self.l4.virtual_ip, ("l4", "virtual_ip")))
+        names = Counter(name for name, _, _ in entries)
+        addresses = Counter(addr for _, addr, _ in entries)
+        for name, addr, path in entries:
+            if names[name] > 1:
+                out.append(Violation(path, f"node name {name!r} is used more than once"))
+            if addresses[addr] > 1:
+                holders = sorted({n for n, a, _ in entries if a == addr})
+                out.append(Violation(path, f"address {addr} is given to more than one of: {', '.join(holders)}"))
+            if addr not in subnet:
+                out.append(Violation(path, f"address {addr} of {name} is outside the node subnet {subnet}"))
+            elif addr in reserved:
+                out.append(Violation(path, f"address {addr} of {name} is the subnet's network, broadcast or gateway"))
+        return out
+
+    def _check_manager_spread(self) -> tuple[list[Violation], list[Violation]]:
+        """Losing one hypervisor must not lose quorum, when the hypervisor count allows it.
+
+        An avoidable bad spread (pinning) is an error; an unavoidable one (3 managers on 2
+        hypervisors) is a warning that says what to add.
+        """
+        managers = self.managers
+        hosts = {n.hypervisor for n in managers if n.hypervisor}
+        if self.substrate != "libvirt" or len(self.hypervisors) < 2 or not managers:
+            return [], []
+        usable = len(self.swarm.managers.hypervisors or self.hypervisors)
+        count = len(managers)
+        tolerated = (count - 1) // 2
+        worst = max(Counter(n.hypervisor for n in managers).values())
+        best_possible = -(-count // usable)  # ceil: the most even spread
+        path = ("swarm", "managers")
+        if worst > best_possible:
+            return [
+                Violation(
+                    path,
+                    f"{worst} of {count} managers sit on one hypervisor although {usable} are available; "
+                    f"spread them (at most {best_possible} per hypervisor)",
+                )
+            ], []
+        if worst > tolerated:
+            return [], [
+                Violation(
+                    path,
+                    f"losing the hypervisor that runs {worst} of the {count} managers loses quorum "
+                    f"(managers are on {len(hosts)} hypervisors); add a hypervisor so each runs at most {tolerated}",
+                )
+            ]
+        return [], []
+
+    def _check_l7_nodes(self) -> list[Violation]:
+        labelled = self.l7_nodes()
+        (key, value), = self.l7.node_label.items()
+        if len(labelled) < self.l7.replicas:
+            return [
+                Violation(
+                    ("l7", "replicas"),
+                    f"{self.l7.replicas} L7 replicas need {self.l7.replicas} nodes labelled {key}={value} "
+                    f"(one per node: its ports are published in host mode), but {len(labelled)} are",
+                )
+            ]
+        return []
+
+    def _check_references(self) -> list[Violation]:
+        out = []
+        hypervisors = {h.name for h in self.hypervisors}
+        exports = {e.name for e in self.nfs.exports}
+
+        def need(kind: str, name: str | None, known: set[str], path: tuple[str | int, ...]) -> None:
+            if name is not None and name not in known:
+                choices = ", ".join(sorted(known)) or "none are defined"
+                out.append(Violation(path, f"{kind} {name!r} does not exist (known: {choices})"))
+
+        for key, group in (("managers", self.swarm.managers), ("workers", self.swarm.workers)):
+            for i, h in enumerate(group.hypervisors or []):
+                need("hypervisor", h, hypervisors, ("swarm", key, "hypervisors", i))
+            for i, spec in enumerate(group.nodes):
+                need("hypervisor", spec.hypervisor, hypervisors, ("swarm", key, "nodes", i, "hypervisor"))
+        for i, l4 in enumerate(self.l4.nodes):
+            need("hypervisor", l4.hypervisor, hypervisors, ("l4", "nodes", i, "hypervisor"))
+        for i, h in enumerate(self.hypervisors):
+            if self.node_network.mode != "existing":
+                need("network", h.network, {self.node_network.name}, ("hypervisors", i, "network"))
+        for i, mount in enumerate(self.nfs.mounts):
+            need("NFS export", mount.export, exports, ("nfs", "mounts", i, "export"))
+        for stack, spec in self.stacks.items():
+            for vol, volume in spec.volumes.items():
+                need("NFS export", volume.nfs, exports, ("stacks", stack, "volumes", vol, "nfs"))
+        need("NFS export", self.registry.nfs, exports, ("registry", "nfs"))
+        need("NFS export", self.portainer.nfs, exports, ("portainer", "nfs"))
+        overlay_names = Counter([self.public_network.name] + [o.name for o in self.overlays])
+        for i, o in enumerate(self.overlays):
+            if overlay_names[o.name] > 1:
+                out.append(Violation(("overlays", i, "name"), f"overlay {o.name!r} is declared twice"))
+        return out
+
+    def _check_ports(self) -> list[Violation]:
+        """Ports that share the L7 nodes' host network namespace must not collide."""
+        taken: dict[int, str] = dict(SWARM_PORTS)
+        taken[self.swarm.data_path_port] = f"swarm data path ({self.swarm.data_path_port}/udp)"
+        taken[self.ssh.port] = f"sshd ({self.ssh.port}/tcp)"
+        out = []
+        claims = [(("l7", "http_port"), self.l7.http_port, "L7 HTTP"), (("l7", "https_port"), self.l7.https_port, "L7 HTTPS")]
+        if self.l7.stats.enabled and self.l7.stats.publish:
+            claims.append((("l7", "stats", "port"), self.l7.stats.port, "L7 stats"))
+        for path, port, what in claims:
+            if port in taken:
+                out.append(Violation(path, f"{what} port {port} clashes with {taken[port]} on the L7 nodes"))
+            else:
+                taken[port] = what
+        return out
+
+    def _check_dns_names(self) -> tuple[list[Violation], list[Violation]]:
+        errors, warnings = [], []
+        claims: list[tuple[str, str, tuple[str | int, ...]]] = []
+        for stack, spec in self.stacks.items():
+            for service, routing in spec.services.items():
+                for i, dns in enumerate(routing.dns_names):
+                    claims.append((dns, f"{stack}/{service}", ("stacks", stack, "services", service, "dns_names", i)))
+        if self.registry.enabled and self.registry.dns_name:
+            claims.append((self.registry.dns_name, "the registry", ("registry", "dns_name")))
+        if self.portainer.enabled and self.portainer.dns_name:
+            claims.append((self.portainer.dns_name, "Portainer", ("portainer", "dns_name")))
+        owners: dict[str, list[str]] = {}
+        for dns, owner, _ in claims:
+            owners.setdefault(dns, []).append(owner)
+        for dns, owner, path in claims:
+            if len(owners[dns]) > 1:
+                errors.append(Violation(path, f"{dns} is claimed by {' and '.join(owners[dns])}; a name routes to one service"))
+            if not (dns == self.domain or dns.endswith("." + self.domain)):
+                warnings.append(
+                    Violation(
+                        path,
+                        f"{dns} is outside {self.domain}: set _acme-challenge.{dns} as a CNAME into "
+                        f"{self.domain}'s ACME zone, or no valid certificate can be issued",
+                    )
+                )
+        return errors, warnings
+
+
+def _check_manager_count(count: int) -> list[Violation]:
+    path = ("swarm", "managers")
+    if count == 0:
+        return [Violation(path, "a swarm needs at least 1 manager")]
+    if count > MAX_MANAGERS:
+        return [Violation(path, f"{count} managers slow every Raft write; use at most {MAX_MANAGERS} (1, 3, 5 or 7)")]
+    if count % 2 == 0:
+        tolerated = (count - 1) // 2
+        failures = "any failure" if tolerated == 0 else f"more failures than {count - 1} would"
+        return [Violation(path, f"{count} managers cannot tolerate {failures}; use 1, 3, 5 or 7")]
+    return []
+
+
+def _check_replicated_routes(stacks: dict[str, StackSpec]) -> list[Violation]:
+    out = []
+    for stack, spec in stacks.items():
+        for service, routing in spec.services.items():
+            if (routing.replicas or 1) > 1 and routing.check_uri is None:
+                out.append(
+                    Violation(
+                        ("stacks", stack, "services", service, "check_uri"),
+                        f"{routing.replicas} replicas need a health-check URI, or HAProxy keeps sending "
+                        "requests to a replica that is down",
+                    )
+                )
+    return out
+
+
+def _has_labels(labels: dict[str, str], wanted: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in wanted.items())
