@@ -10,6 +10,7 @@ from .base import CONFIG_NAMESPACE, ESTATE_KEY, RuleViolations, Violation, confi
 from .estate import EstateSpec, Node
 from .hosts import NfsExport, NodeGroup
 from .proxy import L4Spec, L7Spec, Overlay
+from .routes import Route
 from .stacks import Routing, StackSpec
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Node",
     "NodeGroup",
     "Overlay",
+    "Route",
     "Routing",
     "StackSpec",
     "Violation",
