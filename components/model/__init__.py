@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pulumi.errors import RunError
 from pydantic import ValidationError
 
 from .base import CONFIG_NAMESPACE, ESTATE_KEY, RuleViolations, Violation, config_path, duration_ms
@@ -35,8 +36,11 @@ __all__ = [
 ]
 
 
-class EstateConfigError(Exception):
-    """The stack config breaks one or more rules; `problems` holds one line per broken rule."""
+class EstateConfigError(RunError):
+    """The stack config breaks one or more rules; `problems` holds one line per broken rule.
+
+    A RunError, so `pulumi preview` prints the lines without a Python traceback.
+    """
 
     def __init__(self, problems: list[str]):
         self.problems = problems
@@ -58,6 +62,8 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
         message = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if err["type"] == "extra_forbidden":
             message = "unknown setting (a typo? see the model in components/model/ for the allowed keys)"
+        elif err["type"] == "literal_error":
+            message = f"{err['input']!r} is not allowed here; use one of {err['ctx']['expected']}"
         elif err["type"] == "missing":
             message = "required setting is missing"
         problems.append(f"{config_path(loc)}: {message}")
