@@ -32,7 +32,7 @@ def render_mermaid(spec: EstateSpec, routes: Sequence[Route]) -> str:
         lines.append(f'  subgraph nodes["{title} on {spec.node_network.subnet}"]')
         lines += [_node_box(n) for n in spec.nodes]
         lines.append("  end")
-    (key, value), = spec.l7.node_label.items()
+    ((key, value),) = spec.l7.node_label.items()
     lines.append(f'  l7["L7 HAProxy ×{spec.l7.replicas}<br/>on {key}={value} nodes<br/>{spec.public_network.name}"]')
     if spec.l4.enabled:
         pair = ", ".join(n.name for n in spec.l4.nodes)

@@ -123,6 +123,11 @@ class SynthResult:
         return matches[0]
 
 
+def _parent_name(urn: str) -> str | None:
+    # Resources without an explicit parent hang off the implicit Stack; report that as null.
+    return _name_of(urn) if urn and _type_of(urn) != "pulumi:pulumi:Stack" else None
+
+
 def _record(request: Any, urn_names: dict[str, str]) -> dict[str, Any]:
     provider = request.provider.split("::", 1)[0] if request.provider else ""
     deps = {_name_of(u) for u in request.dependencies}
@@ -138,7 +143,7 @@ def _record(request: Any, urn_names: dict[str, str]) -> dict[str, Any]:
     return {
         "type": request.type,
         "name": request.name,
-        "parent": _name_of(request.parent) if request.parent and _type_of(request.parent) != "pulumi:pulumi:Stack" else None,
+        "parent": _parent_name(request.parent),
         "provider": _name_of(provider) or None,
         "custom": bool(request.custom),
         "inputs": _plain(json_format.MessageToDict(request.object)),
@@ -175,19 +180,25 @@ class _WarningCollector:
         return log
 
 
-def run_function(fn: Callable[[], Any], config: dict[str, Any] | None = None, stack: str = "synth") -> SynthResult:
-    """Run `fn` as a Pulumi program under the recording mock engine; return what it registered."""
+def run_function(
+    fn: Callable[[], Any],
+    config: dict[str, Any] | None = None,
+    stack: str = "synth",
+    monitor: RecordingMonitor | None = None,
+) -> SynthResult:
+    """Run `fn` as a Pulumi program under the recording mock engine; return what it registered.
+
+    Pass your own `monitor` to inspect what was registered even when the program raises.
+    """
     config = config or {}
     with _RUN_LOCK:
         pulumi_settings.ROOT.set(None)
         artifacts.reset()
         engine = FakeEngine()
-        monitor = RecordingMonitor(engine)
+        monitor = monitor or RecordingMonitor(engine)
         logger = _WarningCollector()
         secret_keys = [k for k, v in config.items() if isinstance(v, _SecureValue)]
-        pulumi.runtime.set_all_config(
-            {k: _config_text(v) for k, v in config.items()}, secret_keys=secret_keys
-        )
+        pulumi.runtime.set_all_config({k: _config_text(v) for k, v in config.items()}, secret_keys=secret_keys)
         pulumi_mocks.set_mocks(engine, project=PROJECT, stack=stack, preview=False, monitor=monitor, logger=logger)  # type: ignore[arg-type]
         _sync_await(run_pulumi_func(fn))
         root = pulumi_settings.get_root_resource()
@@ -227,7 +238,12 @@ def secure(value: str) -> str:
     return _SecureValue(value)
 
 
-def run_program(config: dict[str, Any], stack: str = "synth", project_dir: Path = PROJECT_DIR) -> SynthResult:
+def run_program(
+    config: dict[str, Any],
+    stack: str = "synth",
+    project_dir: Path = PROJECT_DIR,
+    monitor: RecordingMonitor | None = None,
+) -> SynthResult:
     """Run the project's `__main__.py` with this stack config under the mock engine."""
     main = project_dir / "__main__.py"
     cwd = os.getcwd()
@@ -239,7 +255,7 @@ def run_program(config: dict[str, Any], stack: str = "synth", project_dir: Path 
         finally:
             os.chdir(cwd)
 
-    return run_function(program, config, stack)
+    return run_function(program, config, stack, monitor)
 
 
 def write(result: SynthResult, out: Path) -> None:
@@ -273,7 +289,7 @@ def summary(result: SynthResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m components.synth", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m components.synth", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("stack", help="stack name: reads Pulumi.<stack>.yaml unless --config is given")
     parser.add_argument("--out", required=True, type=Path, help="output directory (replaced)")
     parser.add_argument("--config", type=Path, help="stack config file to synth instead of Pulumi.<stack>.yaml")

@@ -63,7 +63,7 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
         if err["type"] == "extra_forbidden":
             message = "unknown setting (a typo? see the model in components/model/ for the allowed keys)"
         elif err["type"] == "literal_error":
-            message = f"{err['input']!r} is not allowed here; use one of {err['ctx']['expected']}"
+            message = f"{err['input']!r} is not allowed here; use one of {(err.get('ctx') or {}).get('expected')}"
         elif err["type"] == "missing":
             message = "required setting is missing"
         problems.append(f"{config_path(loc)}: {message}")

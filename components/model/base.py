@@ -27,7 +27,7 @@ class Violation:
     message: str
 
 
-class RuleViolations(ValueError):
+class RuleViolations(ValueError):  # noqa: N818 - pydantic wraps ValueErrors; the name says what it carries
     """Raised by model validators that check rules spanning several fields.
 
     Carrying the relative path lets the loader report `swarm-estate:estate.swarm.managers`

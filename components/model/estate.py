@@ -17,7 +17,6 @@ from .hosts import (
     EngineSettings,
     Hypervisor,
     NfsSpec,
-    NodeGroup,
     NodeNetwork,
     Role,
     SshAccess,
@@ -60,7 +59,7 @@ class EstateSpec(Strict):
     name: Name = Field(description="estate name; prefixes VM, container, network and volume names")
     domain: DnsName = Field(description="public domain; routed names outside it need an _acme-challenge CNAME")
     substrate: Substrate = Field(description="libvirt VMs, existing hosts over SSH, or docker-in-docker nodes")
-    protect: bool = Field(False, description="protect VMs, disks and data volumes from deletion (production)")
+    protect: bool = Field(default=False, description="protect VMs, disks and data volumes from deletion (production)")
     hypervisors: list[Hypervisor] = Field(default_factory=list, description="KVM hosts (libvirt substrate)")
     node_network: NodeNetwork = Field(description="network the nodes and the L4 pair sit on")
     base_image: BaseImage = Field(default_factory=BaseImage, description="cloud image the VMs boot from")
@@ -172,6 +171,7 @@ class EstateSpec(Strict):
         nodes: list[Node] = []
         errors: list[Violation] = []
         hypervisor_names = [h.name for h in self.hypervisors]
+        subnet = self.node_network.subnet
         for role, key, group, offset in (
             ("manager", "managers", self.swarm.managers, MANAGER_OFFSET),
             ("worker", "workers", self.swarm.workers, WORKER_OFFSET),
@@ -185,7 +185,7 @@ class EstateSpec(Strict):
                     address = self.node_network.subnet.network_address + offset + i
                     if role == "manager" and i >= MAX_MANAGERS:
                         address = None  # the manager-count rule reports this
-                    elif address not in self.node_network.subnet or address == self.node_network.subnet.broadcast_address:
+                    elif address not in subnet or address == subnet.broadcast_address:
                         errors.append(
                             Violation(
                                 path,
@@ -278,7 +278,7 @@ class EstateSpec(Strict):
 
     def _check_l7_nodes(self) -> list[Violation]:
         labelled = self.l7_nodes()
-        (key, value), = self.l7.node_label.items()
+        ((key, value),) = self.l7.node_label.items()
         if len(labelled) < self.l7.replicas:
             return [
                 Violation(
@@ -328,7 +328,10 @@ class EstateSpec(Strict):
         taken[self.swarm.data_path_port] = f"swarm data path ({self.swarm.data_path_port}/udp)"
         taken[self.ssh.port] = f"sshd ({self.ssh.port}/tcp)"
         out = []
-        claims = [(("l7", "http_port"), self.l7.http_port, "L7 HTTP"), (("l7", "https_port"), self.l7.https_port, "L7 HTTPS")]
+        claims: list[tuple[tuple[str | int, ...], int, str]] = [
+            (("l7", "http_port"), self.l7.http_port, "L7 HTTP"),
+            (("l7", "https_port"), self.l7.https_port, "L7 HTTPS"),
+        ]
         if self.l7.stats.enabled and self.l7.stats.publish:
             claims.append((("l7", "stats", "port"), self.l7.stats.port, "L7 stats"))
         for path, port, what in claims:
@@ -352,9 +355,10 @@ class EstateSpec(Strict):
         owners: dict[str, list[str]] = {}
         for dns, owner, _ in claims:
             owners.setdefault(dns, []).append(owner)
-        for dns, owner, path in claims:
+        for dns, _, path in claims:
             if len(owners[dns]) > 1:
-                errors.append(Violation(path, f"{dns} is claimed by {' and '.join(owners[dns])}; a name routes to one service"))
+                owned_by = " and ".join(owners[dns])
+                errors.append(Violation(path, f"{dns} is claimed by {owned_by}; a name routes to one service"))
             if not (dns == self.domain or dns.endswith("." + self.domain)):
                 warnings.append(
                     Violation(

@@ -16,9 +16,9 @@ Availability = Literal["active", "pause", "drain"]
 class Hypervisor(Strict):
     name: Name = Field(description="short name of the KVM host, used in resource names and placement")
     uri: str = Field(description="libvirt connection URI, e.g. qemu+ssh://root@kvm1.example.org/system")
-    pool: str = Field("default", description="libvirt storage pool that holds the base image and node disks")
+    pool: str = Field(default="default", description="libvirt storage pool that holds the base image and node disks")
     network: str | None = Field(
-        None, description="libvirt network the node NICs attach to (default: node_network.name)"
+        default=None, description="libvirt network the node NICs attach to (default: node_network.name)"
     )
 
     @field_validator("uri")
@@ -32,14 +32,16 @@ class Hypervisor(Strict):
 class NodeNetwork(Strict):
     """The L2/L3 network every node (and the L4 pair) sits on."""
 
-    name: Name = Field("swarm", description="libvirt network or Docker bridge network name")
+    name: Name = Field(default="swarm", description="libvirt network or Docker bridge network name")
     subnet: IPv4Network = Field(description="node subnet; node addresses, the L4 virtual IP and firewall rules use it")
-    gateway: IPv4Address | None = Field(None, description="default gateway (default: first address of the subnet)")
+    gateway: IPv4Address | None = Field(
+        default=None, description="default gateway (default: first address of the subnet)"
+    )
     mode: Literal["nat", "bridge", "existing"] = Field(
-        "existing",
+        default="existing",
         description="libvirt: create a NAT network, a network over a host bridge, or use an existing network",
     )
-    bridge: str | None = Field(None, description="host bridge device for mode=bridge (e.g. br0)")
+    bridge: str | None = Field(default=None, description="host bridge device for mode=bridge (e.g. br0)")
     dns_servers: list[IPv4Address] = Field(default_factory=list, description="resolvers written into the nodes")
 
     @model_validator(mode="after")
@@ -56,23 +58,23 @@ class NodeNetwork(Strict):
 
 
 class BaseImage(Strict):
-    name: Name = Field("debian-12", description="name of the base image volume in each hypervisor pool")
+    name: Name = Field(default="debian-12", description="name of the base image volume in each hypervisor pool")
     url: str | None = Field(
-        "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2",
+        default="https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2",
         description="where each hypervisor downloads the cloud image from (ignored when `volume` is set)",
     )
-    volume: str | None = Field(None, description="use this existing volume of the pool instead of downloading")
-    format: Literal["qcow2", "raw"] = Field("qcow2", description="disk format of the base image")
-    family: Literal["debian", "rhel"] = Field("debian", description="package family, decides package names")
+    volume: str | None = Field(default=None, description="use this existing volume of the pool instead of downloading")
+    format: Literal["qcow2", "raw"] = Field(default="qcow2", description="disk format of the base image")
+    family: Literal["debian", "rhel"] = Field(default="debian", description="package family, decides package names")
 
 
 class SshAccess(Strict):
-    user: str = Field("ops", pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="ops user created on every node")
+    user: str = Field(default="ops", pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="ops user created on every node")
     authorized_keys: list[str] = Field(default_factory=list, description="public keys allowed to log in as the user")
     private_key_secret: SecretRef | None = Field(
-        None, description="secret config key holding the private key Pulumi uses for remote commands"
+        default=None, description="secret config key holding the private key Pulumi uses for remote commands"
     )
-    port: Port = Field(22, description="sshd port on the nodes")
+    port: Port = Field(default=22, description="sshd port on the nodes")
 
     @field_validator("authorized_keys")
     @classmethod
@@ -85,38 +87,40 @@ class SshAccess(Strict):
 
 class EngineSettings(Strict):
     install: Literal["distro", "preinstalled"] = Field(
-        "distro", description="install Docker from the distribution's packages, or expect it to be there"
+        default="distro", description="install Docker from the distribution's packages, or expect it to be there"
     )
-    log_driver: str = Field("journald", description="default logging driver in daemon.json")
+    log_driver: str = Field(default="journald", description="default logging driver in daemon.json")
     log_opts: dict[str, str] = Field(default_factory=dict, description="default log-opts in daemon.json")
-    live_restore: bool = Field(False, description="daemon.json live-restore (must stay false on swarm managers)")
+    live_restore: bool = Field(
+        default=False, description="daemon.json live-restore (must stay false on swarm managers)"
+    )
 
 
 class NodeSpec(Strict):
     """One explicitly described node; any field left out comes from its group."""
 
     name: Name = Field(description="host name, also the swarm node name")
-    address: IPv4Address | None = Field(None, description="fixed address (default: allocated from the subnet)")
-    hypervisor: Name | None = Field(None, description="pin to this hypervisor (default: spread round-robin)")
-    vcpu: PositiveInt | None = Field(None, description="virtual CPUs (default: the group's)")
-    memory_mib: PositiveInt | None = Field(None, description="memory in MiB (default: the group's)")
-    disk_gib: PositiveInt | None = Field(None, description="root disk in GiB (default: the group's)")
+    address: IPv4Address | None = Field(default=None, description="fixed address (default: allocated from the subnet)")
+    hypervisor: Name | None = Field(default=None, description="pin to this hypervisor (default: spread round-robin)")
+    vcpu: PositiveInt | None = Field(default=None, description="virtual CPUs (default: the group's)")
+    memory_mib: PositiveInt | None = Field(default=None, description="memory in MiB (default: the group's)")
+    disk_gib: PositiveInt | None = Field(default=None, description="root disk in GiB (default: the group's)")
     labels: Labels = Field(default_factory=dict, description="swarm node labels added to the group's")
-    availability: Availability | None = Field(None, description="active, pause or drain (default: the group's)")
-    ssh_user: str | None = Field(None, description="existing hosts: login user (default: ssh.user)")
+    availability: Availability | None = Field(default=None, description="active, pause or drain (default: the group's)")
+    ssh_user: str | None = Field(default=None, description="existing hosts: login user (default: ssh.user)")
 
 
 class NodeGroup(Strict):
     """Managers or workers: a count, an explicit list, or both (list entries fill the first slots)."""
 
-    count: int | None = Field(None, ge=0, description="number of nodes (default: length of `nodes`)")
-    name_prefix: Name | None = Field(None, description="generated names are <prefix><n> (default: role name)")
-    vcpu: PositiveInt = Field(2, description="virtual CPUs per node")
-    memory_mib: PositiveInt = Field(4096, description="memory per node in MiB")
-    disk_gib: PositiveInt = Field(40, description="root disk per node in GiB")
+    count: int | None = Field(default=None, ge=0, description="number of nodes (default: length of `nodes`)")
+    name_prefix: Name | None = Field(default=None, description="generated names are <prefix><n> (default: role name)")
+    vcpu: PositiveInt = Field(default=2, description="virtual CPUs per node")
+    memory_mib: PositiveInt = Field(default=4096, description="memory per node in MiB")
+    disk_gib: PositiveInt = Field(default=40, description="root disk per node in GiB")
     labels: Labels = Field(default_factory=dict, description="swarm node labels of every node in the group")
-    availability: Availability = Field("active", description="swarm availability of every node in the group")
-    hypervisors: list[Name] | None = Field(None, description="restrict placement to these hypervisors")
+    availability: Availability = Field(default="active", description="swarm availability of every node in the group")
+    hypervisors: list[Name] | None = Field(default=None, description="restrict placement to these hypervisors")
     nodes: list[NodeSpec] = Field(default_factory=list, description="explicitly described nodes")
 
     @model_validator(mode="before")
@@ -146,8 +150,8 @@ class SwarmSpec(Strict):
     default_addr_pool: list[IPv4Network] = Field(
         default_factory=list, description="swarm init --default-addr-pool (overlay subnets are cut from it)"
     )
-    default_addr_pool_mask_length: int | None = Field(None, ge=8, le=30, description="size of each cut subnet")
-    data_path_port: Port = Field(4789, description="VXLAN data path port (swarm init --data-path-port)")
+    default_addr_pool_mask_length: int | None = Field(default=None, ge=8, le=30, description="size of each cut subnet")
+    data_path_port: Port = Field(default=4789, description="VXLAN data path port (swarm init --data-path-port)")
     owned_label_prefixes: list[str] = Field(
         default_factory=list,
         description="label keys with these prefixes are owned by the model: removed from nodes when not declared",
@@ -157,28 +161,32 @@ class SwarmSpec(Strict):
 class DockerSubstrate(Strict):
     """Dev/ephemeral nodes as docker-in-docker containers on an engine you already have."""
 
-    engine_host: str = Field("unix:///var/run/docker.sock", description="the engine that runs the node containers")
-    image: str = Field("docker:27-dind", description="node image (a Docker engine in a container)")
-    privileged: bool = Field(
-        True, description="run nodes --privileged; false uses the capability set for hosts that refuse it"
+    engine_host: str = Field(
+        default="unix:///var/run/docker.sock", description="the engine that runs the node containers"
     )
-    api_port: Port = Field(23750, description="first manager's engine, published on 127.0.0.1 only")
-    l7_http_port: Port = Field(8080, description="L7 :80 of the first L7 node on 127.0.0.1 (next nodes: +1, +2…)")
-    l7_https_port: Port = Field(8443, description="L7 :443 of the first L7 node on 127.0.0.1 (next nodes: +1…)")
+    image: str = Field(default="docker:27-dind", description="node image (a Docker engine in a container)")
+    privileged: bool = Field(
+        default=True, description="run nodes --privileged; false uses the capability set for hosts that refuse it"
+    )
+    api_port: Port = Field(default=23750, description="first manager's engine, published on 127.0.0.1 only")
+    l7_http_port: Port = Field(
+        default=8080, description="L7 :80 of the first L7 node on 127.0.0.1 (next nodes: +1, +2…)"
+    )
+    l7_https_port: Port = Field(default=8443, description="L7 :443 of the first L7 node on 127.0.0.1 (next nodes: +1…)")
 
 
 class NfsExport(Strict):
     name: Name = Field(description="name the mounts, volumes and registry refer to")
     server: str = Field(description="NFS server address or DNS name")
     path: str = Field(pattern=r"^/", description="exported path on the server")
-    version: Literal["3", "4", "4.1", "4.2"] = Field("4.1", description="NFS protocol version")
+    version: Literal["3", "4", "4.1", "4.2"] = Field(default="4.1", description="NFS protocol version")
     options: list[str] = Field(default_factory=list, description="extra mount options")
 
 
 class NfsMount(Strict):
     export: Name = Field(description="which NFS export to mount")
     target: str = Field(pattern=r"^/", description="mount point on the node (e.g. /mnt/docker)")
-    subpath: str = Field("", description="path below the export to mount")
+    subpath: str = Field(default="", description="path below the export to mount")
     roles: list[Role] = Field(default_factory=lambda: ["manager", "worker"], description="node roles that mount it")
 
 

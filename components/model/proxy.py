@@ -12,9 +12,11 @@ from .base import Duration, Labels, Name, Port, SecretRef, Strict
 
 class Overlay(Strict):
     name: str = Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$", description="swarm-scoped overlay network name")
-    subnet: IPv4Network | None = Field(None, description="fixed subnet (default: cut from the swarm address pool)")
-    attachable: bool = Field(True, description="standalone containers may attach (debugging, one-off jobs)")
-    encrypted: bool = Field(False, description="IPsec-encrypt VXLAN traffic between nodes")
+    subnet: IPv4Network | None = Field(
+        default=None, description="fixed subnet (default: cut from the swarm address pool)"
+    )
+    attachable: bool = Field(default=True, description="standalone containers may attach (debugging, one-off jobs)")
+    encrypted: bool = Field(default=False, description="IPsec-encrypt VXLAN traffic between nodes")
 
 
 def _public_network() -> Overlay:
@@ -23,13 +25,13 @@ def _public_network() -> Overlay:
 
 class RateLimit(Strict):
     requests: PositiveInt = Field(description="requests allowed per client address within `period`")
-    period: Duration = Field("10s", description="sliding window of the count")
+    period: Duration = Field(default="10s", description="sliding window of the count")
 
 
 class HealthCheck(Strict):
-    inter: Duration = Field("2s", description="time between health checks of one backend server")
-    rise: PositiveInt = Field(2, description="passing checks before a server is put in")
-    fall: PositiveInt = Field(3, description="failing checks before a server is taken out")
+    inter: Duration = Field(default="2s", description="time between health checks of one backend server")
+    rise: PositiveInt = Field(default=2, description="passing checks before a server is put in")
+    fall: PositiveInt = Field(default=3, description="failing checks before a server is taken out")
 
 
 class Certificate(Strict):
@@ -38,27 +40,33 @@ class Certificate(Strict):
 
 
 class Stats(Strict):
-    enabled: bool = Field(True, description="expose the operator frontend (Prometheus /metrics and monitor URI)")
-    port: Port = Field(8404, description="port of the operator frontend inside the L7 task")
-    publish: bool = Field(False, description="publish the operator port on the L7 nodes (host mode)")
-    monitor_uri: str = Field("/healthz", pattern=r"^/", description="answers 200 while HAProxy runs")
+    enabled: bool = Field(
+        default=True, description="expose the operator frontend (Prometheus /metrics and monitor URI)"
+    )
+    port: Port = Field(default=8404, description="port of the operator frontend inside the L7 task")
+    publish: bool = Field(default=False, description="publish the operator port on the L7 nodes (host mode)")
+    monitor_uri: str = Field(default="/healthz", pattern=r"^/", description="answers 200 while HAProxy runs")
 
 
 class L7Spec(Strict):
-    image: str = Field("haproxy:3.0", description="HAProxy image (official haproxy:<version> by default)")
-    replicas: PositiveInt = Field(3, description="L7 tasks, at most one per labelled node")
+    image: str = Field(default="haproxy:3.0", description="HAProxy image (official haproxy:<version> by default)")
+    replicas: PositiveInt = Field(default=3, description="L7 tasks, at most one per labelled node")
     node_label: Labels = Field(
         default_factory=lambda: {"l7": "true"}, description="nodes carrying this label (key=value) run L7 tasks"
     )
-    http_port: Port = Field(80, description="plain HTTP port published in host mode on L7 nodes")
-    https_port: Port = Field(443, description="HTTPS port published in host mode on L7 nodes")
+    http_port: Port = Field(default=80, description="plain HTTP port published in host mode on L7 nodes")
+    https_port: Port = Field(default=443, description="HTTPS port published in host mode on L7 nodes")
     certificates: list[Certificate] = Field(default_factory=list, description="TLS certificates, as secrets")
-    self_signed: bool = Field(False, description="generate a self-signed certificate for the estate domain (dev)")
-    hsts_max_age: int = Field(63072000, ge=0, description="Strict-Transport-Security max-age in seconds")
-    rate_limit: RateLimit | None = Field(None, description="default per-client request limit of routed services")
+    self_signed: bool = Field(
+        default=False, description="generate a self-signed certificate for the estate domain (dev)"
+    )
+    hsts_max_age: int = Field(default=63072000, ge=0, description="Strict-Transport-Security max-age in seconds")
+    rate_limit: RateLimit | None = Field(
+        default=None, description="default per-client request limit of routed services"
+    )
     check: HealthCheck = Field(default_factory=HealthCheck, description="backend health check timing")
-    dns_hold_valid: Duration = Field("2s", description="how long a resolved backend address is trusted")
-    update_delay: Duration = Field("10s", description="pause between L7 tasks during a rolling update")
+    dns_hold_valid: Duration = Field(default="2s", description="how long a resolved backend address is trusted")
+    update_delay: Duration = Field(default="10s", description="pause between L7 tasks during a rolling update")
     stats: Stats = Field(default_factory=Stats, description="operator frontend")
 
     @model_validator(mode="after")
@@ -73,24 +81,24 @@ class L7Spec(Strict):
 class L4Node(Strict):
     name: Name = Field(description="host name of the L4 node")
     address: IPv4Address = Field(description="fixed address on the node network")
-    hypervisor: Name | None = Field(None, description="libvirt: where the VM runs (default: spread)")
-    ssh_user: str | None = Field(None, description="existing hosts: login user (default: ssh.user)")
+    hypervisor: Name | None = Field(default=None, description="libvirt: where the VM runs (default: spread)")
+    ssh_user: str | None = Field(default=None, description="existing hosts: login user (default: ssh.user)")
 
 
 class L4Spec(Strict):
-    enabled: bool = Field(False, description="run an HAProxy + keepalived pair in front of the L7 nodes")
-    virtual_ip: IPv4Address | None = Field(None, description="floating address moved by VRRP between the pair")
+    enabled: bool = Field(default=False, description="run an HAProxy + keepalived pair in front of the L7 nodes")
+    virtual_ip: IPv4Address | None = Field(default=None, description="floating address moved by VRRP between the pair")
     nodes: list[L4Node] = Field(default_factory=list, description="exactly two nodes")
-    vrrp_router_id: int = Field(51, ge=1, le=255, description="VRRP virtual router id, unique on the LAN")
-    vrrp_auth_secret: SecretRef | None = Field(None, description="secret config key with the VRRP password")
-    interface: str = Field("eth0", description="NIC that carries the virtual IP")
+    vrrp_router_id: int = Field(default=51, ge=1, le=255, description="VRRP virtual router id, unique on the LAN")
+    vrrp_auth_secret: SecretRef | None = Field(default=None, description="secret config key with the VRRP password")
+    interface: str = Field(default="eth0", description="NIC that carries the virtual IP")
     check: HealthCheck = Field(
         default_factory=lambda: HealthCheck(inter="1s", rise=1, fall=1), description="L7 node health checks"
     )
-    vcpu: PositiveInt = Field(2, description="virtual CPUs per L4 VM")
-    memory_mib: PositiveInt = Field(2048, description="memory per L4 VM in MiB")
-    disk_gib: PositiveInt = Field(10, description="root disk per L4 VM in GiB")
-    balance: Literal["source"] = Field("source", description="L4 keeps a client on one L7 node")
+    vcpu: PositiveInt = Field(default=2, description="virtual CPUs per L4 VM")
+    memory_mib: PositiveInt = Field(default=2048, description="memory per L4 VM in MiB")
+    disk_gib: PositiveInt = Field(default=10, description="root disk per L4 VM in GiB")
+    balance: Literal["source"] = Field(default="source", description="L4 keeps a client on one L7 node")
 
     @model_validator(mode="after")
     def _pair(self) -> L4Spec:

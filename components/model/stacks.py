@@ -16,21 +16,27 @@ class Routing(Strict):
     """The seed's service ticket: public names, replicas, stickiness, health URI, HTTP port."""
 
     dns_names: list[DnsName] = Field(default_factory=list, description="public host names routed to the service")
-    http_port: Port | None = Field(None, description="port the service listens on (default: from the compose file)")
-    replicas: PositiveInt | None = Field(None, description="replicas (overrides the compose file)")
-    sticky: Sticky = Field("none", description="session stickiness: cookie, src (client address) or none")
-    cookie_name: str = Field("SERVERID", pattern=r"^[A-Za-z0-9_-]+$", description="cookie used when sticky=cookie")
-    check_uri: str | None = Field(None, pattern=r"^/", description="health URI (required with several replicas)")
-    check_method: Literal["HEAD", "GET"] = Field("HEAD", description="HTTP method of the health check")
-    balance: Literal["leastconn", "roundrobin", "source"] = Field("leastconn", description="L7 balancing")
-    rate_limit: RateLimit | None = Field(None, description="per-client request limit (default: the L7 default)")
-    https_redirect: bool = Field(True, description="redirect plain HTTP to HTTPS")
+    http_port: Port | None = Field(
+        default=None, description="port the service listens on (default: from the compose file)"
+    )
+    replicas: PositiveInt | None = Field(default=None, description="replicas (overrides the compose file)")
+    sticky: Sticky = Field(default="none", description="session stickiness: cookie, src (client address) or none")
+    cookie_name: str = Field(
+        default="SERVERID", pattern=r"^[A-Za-z0-9_-]+$", description="cookie used when sticky=cookie"
+    )
+    check_uri: str | None = Field(
+        default=None, pattern=r"^/", description="health URI (required with several replicas)"
+    )
+    check_method: Literal["HEAD", "GET"] = Field(default="HEAD", description="HTTP method of the health check")
+    balance: Literal["leastconn", "roundrobin", "source"] = Field(default="leastconn", description="L7 balancing")
+    rate_limit: RateLimit | None = Field(default=None, description="per-client request limit (default: the L7 default)")
+    https_redirect: bool = Field(default=True, description="redirect plain HTTP to HTTPS")
 
 
 class StackVolume(Strict):
     nfs: Name = Field(description="NFS export the named volume lives on")
-    subpath: str = Field("", description="directory below the export")
-    keep_on_removal: bool = Field(True, description="never delete the data when the stack is removed")
+    subpath: str = Field(default="", description="directory below the export")
+    keep_on_removal: bool = Field(default=True, description="never delete the data when the stack is removed")
 
 
 class StackSpec(Strict):
@@ -44,14 +50,14 @@ class StackSpec(Strict):
 
 
 class RegistrySpec(Strict):
-    enabled: bool = Field(False, description="run the private image registry as a platform stack")
-    dns_name: DnsName | None = Field(None, description="public name of the registry behind L7")
-    image: str = Field("registry:2", description="registry image")
-    nfs: Name | None = Field(None, description="NFS export holding the registry data")
-    subpath: str = Field("registry", description="directory below the export")
-    htpasswd_secret: SecretRef | None = Field(None, description="secret config key with the htpasswd file")
-    ca_certificate: str | None = Field(None, description="PEM of the CA that signed the registry certificate")
-    insecure: bool = Field(False, description="trust it as insecure-registries (only if you really must)")
+    enabled: bool = Field(default=False, description="run the private image registry as a platform stack")
+    dns_name: DnsName | None = Field(default=None, description="public name of the registry behind L7")
+    image: str = Field(default="registry:2", description="registry image")
+    nfs: Name | None = Field(default=None, description="NFS export holding the registry data")
+    subpath: str = Field(default="registry", description="directory below the export")
+    htpasswd_secret: SecretRef | None = Field(default=None, description="secret config key with the htpasswd file")
+    ca_certificate: str | None = Field(default=None, description="PEM of the CA that signed the registry certificate")
+    insecure: bool = Field(default=False, description="trust it as insecure-registries (only if you really must)")
 
     @model_validator(mode="after")
     def _complete(self) -> RegistrySpec:
@@ -63,11 +69,11 @@ class RegistrySpec(Strict):
 
 
 class PortainerSpec(Strict):
-    enabled: bool = Field(False, description="run Portainer (agent on every node, server on a manager)")
-    dns_name: DnsName | None = Field(None, description="public name of the Portainer UI behind L7")
-    image: str = Field("portainer/portainer-ce:2.21.4", description="server image")
-    agent_image: str = Field("portainer/agent:2.21.4", description="agent image")
-    nfs: Name | None = Field(None, description="NFS export holding Portainer's data")
+    enabled: bool = Field(default=False, description="run Portainer (agent on every node, server on a manager)")
+    dns_name: DnsName | None = Field(default=None, description="public name of the Portainer UI behind L7")
+    image: str = Field(default="portainer/portainer-ce:2.21.4", description="server image")
+    agent_image: str = Field(default="portainer/agent:2.21.4", description="agent image")
+    nfs: Name | None = Field(default=None, description="NFS export holding Portainer's data")
 
     @model_validator(mode="after")
     def _complete(self) -> PortainerSpec:
