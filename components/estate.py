@@ -8,6 +8,8 @@ import pulumi
 
 from . import artifacts
 from .diagram import render_mermaid
+from .dind import DockerNodes, DockerNodesArgs
+from .hosts import HostRecord
 from .model import EstateSpec, Route
 from .secrets import SecretSource
 
@@ -46,6 +48,14 @@ class Estate(pulumi.ComponentResource):
         spec = args.spec
         routes = args.routes or provisional_routes(spec)
         artifacts.publish("estate.mmd", render_mermaid(spec, routes))
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.hosts: list[HostRecord] = []
+        self.l7_entrypoints: pulumi.Output[list[str]] = pulumi.Output.from_input([])
+        if spec.substrate == "docker":
+            nodes = DockerNodes(f"{name}-nodes", DockerNodesArgs(spec=spec), child)
+            self.hosts = nodes.records
+            self.l7_entrypoints = nodes.l7_entrypoints
 
         self.manager_addresses = pulumi.Output.from_input([str(n.address) for n in spec.managers])
         self.public_urls = pulumi.Output.from_input(
@@ -59,5 +69,6 @@ class Estate(pulumi.ComponentResource):
                 "manager_addresses": self.manager_addresses,
                 "public_urls": self.public_urls,
                 "l4_virtual_ip": self.l4_virtual_ip,
+                "l7_entrypoints": self.l7_entrypoints,
             }
         )

@@ -93,13 +93,22 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 
 
 class FakeEngine(pulumi_mocks.Mocks):
-    """Ids and computed outputs that cannot be mistaken for real ones."""
+    """Ids and computed outputs that cannot be mistaken for real ones.
+
+    State echoes the inputs (as a provider would for input properties); the computed-only
+    outputs the program reads are filled with `<mock:NAME.PROPERTY>` strings.
+    """
+
+    COMPUTED = {
+        "command:local:Command": ("stdout", "stderr"),
+        "command:remote:Command": ("stdout", "stderr"),
+        "docker:index/remoteImage:RemoteImage": ("imageId", "repoDigest"),
+    }
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict]:
         state = dict(args.inputs)
-        if args.typ.startswith("command:"):
-            state.setdefault("stdout", f"<mock:{args.name}.stdout>")
-            state.setdefault("stderr", "")
+        for prop in self.COMPUTED.get(args.typ, ()):
+            state.setdefault(prop, f"<mock:{args.name}.{prop}>")
         return f"{args.name}-id", state
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
@@ -129,7 +138,7 @@ def _parent_name(urn: str) -> str | None:
 
 
 def _record(request: Any, urn_names: dict[str, str]) -> dict[str, Any]:
-    provider = request.provider.split("::", 1)[0] if request.provider else ""
+    provider = request.provider.rsplit("::", 1)[0] if request.provider else ""  # a reference is URN::id
     deps = {_name_of(u) for u in request.dependencies}
     for prop_deps in request.propertyDependencies.values():
         deps.update(_name_of(u) for u in prop_deps.urns)

@@ -1,0 +1,174 @@
+"""The docker substrate: each node is a docker-in-docker container on an engine you already have.
+
+The same swarm, L7 and stack code as production then runs against these nodes; commands on a
+node run with `docker exec` (see HostRecord.container), so no SSH server is needed in the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_command as command
+import pulumi_docker as docker
+
+from .hosts import HostRecord
+from .model import EstateSpec, Node
+
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+NODE_ENTRYPOINT = "/usr/local/bin/swarm-estate-node"
+ENGINE_TCP_PORT = 2375
+READY_TIMEOUT_S = 120
+# What hosts that refuse --privileged still grant (docker run --cap-add ALL --cap-drop SYS_RESOURCE):
+# the provider has no capability "ALL", so list the ones dockerd, runc and iptables use.
+NODE_CAPABILITIES = [
+    "AUDIT_CONTROL",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "SYSLOG",
+    "WAKE_ALARM",
+]
+
+
+def container_name(spec: EstateSpec, node: Node) -> str:
+    return f"{spec.name}-{node.name}"
+
+
+def published_ports(spec: EstateSpec, node: Node) -> list[tuple[int, int]]:
+    """(127.0.0.1 port, node port) pairs: the swarm API on the first manager, L7 on L7 nodes."""
+    ports = []
+    if node == spec.managers[0]:
+        ports.append((spec.docker.api_port, ENGINE_TCP_PORT))
+    l7_nodes = spec.l7_nodes()
+    if node in l7_nodes:
+        i = l7_nodes.index(node)
+        ports.append((spec.docker.l7_http_port + i, spec.l7.http_port))
+        ports.append((spec.docker.l7_https_port + i, spec.l7.https_port))
+    return ports
+
+
+def l7_entrypoints(spec: EstateSpec) -> list[str]:
+    """Where `curl -H 'Host: <name>'` reaches the L7 HAProxy on each L7 node."""
+    return [f"http://127.0.0.1:{spec.docker.l7_http_port + i}" for i in range(len(spec.l7_nodes()))]
+
+
+def ready_script(container: str) -> str:
+    # Bounded: a node whose engine never answers fails the update with a clear message.
+    return (
+        f"for i in $(seq {READY_TIMEOUT_S}); do docker exec {container} docker info >/dev/null 2>&1 && exit 0; "
+        f"sleep 1; done; echo 'engine in {container} did not answer within {READY_TIMEOUT_S}s' >&2; exit 1"
+    )
+
+
+@dataclass(frozen=True)
+class DockerNodesArgs:
+    spec: EstateSpec
+
+
+class DockerNodes(pulumi.ComponentResource):
+    records: list[HostRecord]
+    swarm_api: pulumi.Output[str]
+    l7_entrypoints: pulumi.Output[list[str]]
+
+    def __init__(self, name: str, args: DockerNodesArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("swarm-estate:hosts:DockerNodes", name, None, opts)
+        spec = args.spec
+        engine = spec.docker
+        child = pulumi.ResourceOptions(parent=self)
+        provider = docker.Provider(f"{name}-engine", host=engine.engine_host, opts=child)
+        on_engine = pulumi.ResourceOptions(parent=self, provider=provider)
+        labels = [docker.NetworkLabelArgs(label="swarm-estate.estate", value=spec.name)]
+        network = docker.Network(
+            f"{name}-network",
+            name=f"{spec.name}-{spec.node_network.name}",
+            driver="bridge",
+            ipam_configs=[
+                docker.NetworkIpamConfigArgs(
+                    subnet=str(spec.node_network.subnet), gateway=str(spec.node_network.effective_gateway())
+                )
+            ],
+            labels=labels,
+            opts=on_engine,
+        )
+        image = docker.RemoteImage(f"{name}-image", name=engine.image, keep_locally=True, opts=on_engine)
+        entrypoint = (SCRIPTS / "dind-node.sh").read_text()
+        self.records = []
+        for node in spec.nodes:
+            cname = container_name(spec, node)
+            volume = docker.Volume(
+                f"{name}-{node.name}-data",
+                name=f"{cname}-docker",
+                labels=[docker.VolumeLabelArgs(label="swarm-estate.estate", value=spec.name)],
+                opts=on_engine,
+            )
+            container = docker.Container(
+                f"{name}-{node.name}",
+                name=cname,
+                hostname=node.name,
+                image=image.image_id,
+                entrypoints=[NODE_ENTRYPOINT],
+                uploads=[docker.ContainerUploadArgs(file=NODE_ENTRYPOINT, content=entrypoint, executable=True)],
+                envs=[f"NODE_PRIVILEGED={'true' if engine.privileged else 'false'}"],
+                privileged=engine.privileged,
+                capabilities=None
+                if engine.privileged
+                else docker.ContainerCapabilitiesArgs(adds=NODE_CAPABILITIES, drops=["SYS_RESOURCE"]),
+                security_opts=[] if engine.privileged else ["seccomp=unconfined", "apparmor=unconfined"],
+                networks_advanced=[
+                    docker.ContainerNetworksAdvancedArgs(name=network.name, ipv4_address=str(node.address))
+                ],
+                volumes=[docker.ContainerVolumeArgs(volume_name=volume.name, container_path="/var/lib/docker")],
+                ports=[
+                    docker.ContainerPortArgs(internal=inner, external=outer, ip="127.0.0.1")
+                    for outer, inner in published_ports(spec, node)
+                ],
+                restart="unless-stopped",
+                labels=[
+                    docker.ContainerLabelArgs(label="swarm-estate.estate", value=spec.name),
+                    docker.ContainerLabelArgs(label="swarm-estate.role", value=node.role),
+                ],
+                opts=on_engine,
+            )
+            ready = command.local.Command(
+                f"{name}-{node.name}-ready",
+                create=ready_script(cname),
+                environment={"DOCKER_HOST": engine.engine_host},
+                triggers=[container.id],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[container]),
+            )
+            self.records.append(HostRecord(node=node, connection=None, container=cname, ready=(ready,)))
+        self.swarm_api = pulumi.Output.from_input(f"tcp://127.0.0.1:{engine.api_port}")
+        self.l7_entrypoints = pulumi.Output.from_input(l7_entrypoints(spec))
+        self.register_outputs({"swarm_api": self.swarm_api, "l7_entrypoints": self.l7_entrypoints})
