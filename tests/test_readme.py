@@ -1,0 +1,29 @@
+"""The README stays true: its picture is today's prod synth, its commands are the ones CI runs."""
+
+from __future__ import annotations
+
+import re
+
+from components.synth import run_program, stack_config
+from tests.conftest import ROOT
+
+
+def readme() -> str:
+    return (ROOT / "README.md").read_text()
+
+
+def test_readme_picture_is_the_current_prod_synth():
+    picture = run_program(stack_config(ROOT / "Pulumi.prod.yaml"), stack="prod").files["estate.mmd"]
+    blocks = re.findall(r"```mermaid\n(.*?)```", readme(), flags=re.S)
+    assert blocks, "README embeds no mermaid picture"
+    assert blocks[0] == picture, "README picture is stale: paste files/estate.mmd of `components.synth prod`"
+
+
+def test_quick_start_has_exactly_two_setup_commands_and_ci_runs_the_second():
+    quick = readme().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    first_block = re.findall(r"```sh\n(.*?)```", quick, flags=re.S)[0]
+    commands = [line for line in first_block.splitlines() if line and not line.startswith("#")]
+    assert len(commands) == 2
+    assert "components.synth dev" in commands[0]
+    assert commands[1] == "bash tests/run"
+    assert "bash tests/run" in (ROOT / ".ci" / "run").read_text()
