@@ -1,0 +1,298 @@
+"""The typed stack model a compose file imports into, and the unit conversions Docker applies.
+
+Everything here is plain data: the compose import fills it, the AppStack component turns it
+into docker provider resources, and the platform stacks (registry, Portainer) build it in code.
+Durations are nanoseconds, memory is bytes and CPUs are nano-CPUs, as the Swarm API counts them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .model import Routing
+
+STACK_LABEL = "com.docker.stack.namespace"
+IMAGE_LABEL = "com.docker.stack.image"
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    target: int
+    published: int | None = None
+    protocol: str = "tcp"
+    mode: str = "ingress"
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    """A service mount; for type=volume `source` is the compose volume key (None: anonymous)."""
+
+    type: str
+    target: str
+    source: str | None = None
+    read_only: bool = False
+    no_copy: bool = False
+    propagation: str | None = None
+    tmpfs_size: int | None = None
+    tmpfs_mode: int | None = None
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A config or secret as a service sees it."""
+
+    source: str
+    target: str
+    uid: str = "0"
+    gid: str = "0"
+    mode: int = 0o444
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    condition: str | None = None
+    delay: int | None = None
+    max_attempts: int | None = None
+    window: int | None = None
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    parallelism: int | None = None
+    delay: int | None = None
+    failure_action: str | None = None
+    monitor: int | None = None
+    max_failure_ratio: float | None = None
+    order: str | None = None
+
+
+@dataclass(frozen=True)
+class Resources:
+    limit_nano_cpus: int | None = None
+    limit_memory: int | None = None
+    reserve_nano_cpus: int | None = None
+    reserve_memory: int | None = None
+    generic: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Healthcheck:
+    test: tuple[str, ...] = ()
+    interval: int | None = None
+    timeout: int | None = None
+    retries: int | None = None
+    start_period: int | None = None
+
+
+@dataclass(frozen=True)
+class Logging:
+    driver: str
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    image: str
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    networks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    ports: tuple[PortSpec, ...] = ()
+    expose: tuple[int, ...] = ()
+    mounts: tuple[MountSpec, ...] = ()
+    configs: tuple[FileRef, ...] = ()
+    secrets: tuple[FileRef, ...] = ()
+    mode: str = "replicated"
+    replicas: int | None = None
+    endpoint_mode: str | None = None
+    constraints: tuple[str, ...] = ()
+    preferences: tuple[str, ...] = ()
+    max_replicas_per_node: int | None = None
+    restart_policy: RestartPolicy | None = None
+    update_config: UpdateConfig | None = None
+    rollback_config: UpdateConfig | None = None
+    resources: Resources | None = None
+    deploy_labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    logging: Logging | None = None
+    healthcheck: Healthcheck | None = None
+    hostname: str | None = None
+    user: str | None = None
+    working_dir: str | None = None
+    stop_grace_period: int | None = None
+    stop_signal: str | None = None
+    extra_hosts: tuple[tuple[str, str], ...] = ()
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    sysctls: dict[str, str] = field(default_factory=dict)
+    init: bool | None = None
+    read_only: bool | None = None
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_opt: tuple[str, ...] = ()
+    routing: Routing | None = None
+    route_port: int | None = None
+
+    def effective_networks(self) -> dict[str, tuple[str, ...]]:
+        """`docker stack deploy` puts a service that names no network on the stack's `default`."""
+        return self.networks or {"default": ()}
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    key: str
+    external: bool = False
+    name: str | None = None
+    driver: str | None = None
+    driver_opts: dict[str, str] = field(default_factory=dict)
+    attachable: bool = False
+    internal: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    subnets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NfsVolume:
+    server: str
+    device: str
+    options: str
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    key: str
+    external: bool = False
+    name: str | None = None
+    driver: str | None = None
+    driver_opts: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    nfs: NfsVolume | None = None
+
+
+@dataclass(frozen=True)
+class ConfigSpec:
+    """A compose config: its content (from a file or inline) or an existing Swarm config."""
+
+    key: str
+    content: str | None = None
+    external: bool = False
+    name: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SecretSpec:
+    """A compose secret: from a file, an existing Swarm secret, or a secret stack config key."""
+
+    key: str
+    file_content: str | None = None
+    config_key: str | None = None
+    external: bool = False
+    name: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ComposeFile:
+    """One compose file after interpolation and normalisation, before the estate is applied."""
+
+    file: str
+    services: dict[str, ServiceSpec] = field(default_factory=dict)
+    networks: dict[str, NetworkSpec] = field(default_factory=dict)
+    volumes: dict[str, VolumeSpec] = field(default_factory=dict)
+    configs: dict[str, ConfigSpec] = field(default_factory=dict)
+    secrets: dict[str, SecretSpec] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImportedStack:
+    """A stack ready to deploy: its compose model with the estate's routing, NFS and secrets applied."""
+
+    name: str
+    file: str
+    services: dict[str, ServiceSpec]
+    networks: dict[str, NetworkSpec]
+    volumes: dict[str, VolumeSpec]
+    configs: dict[str, ConfigSpec]
+    secrets: dict[str, SecretSpec]
+    warnings: tuple[str, ...] = ()
+
+    def private_networks(self) -> dict[str, NetworkSpec]:
+        used = {n for s in self.services.values() for n in s.effective_networks()}
+        return {k: n for k, n in self.networks.items() if not n.external and k in used}
+
+
+# --- units, as Docker parses them ------------------------------------------------------------
+
+_GO_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(value: object) -> int:
+    """Go's time.ParseDuration (what the compose loader uses) -> nanoseconds."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"{value!r} is not a duration (write e.g. 10s, 1m30s, 500ms)")
+    text = str(value).strip()
+    if text == "0":
+        return 0
+    pos, total = 0, 0.0
+    while pos < len(text):
+        match = _GO_PART.match(text, pos)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration (write e.g. 10s, 1m30s, 500ms)")
+        total += float(match.group(1)) * _GO_UNITS[match.group(2)]
+        pos = match.end()
+    if not text:
+        raise ValueError("empty duration")
+    return int(round(total))
+
+
+def go_duration(ns: int) -> str:
+    """Nanoseconds -> Go's canonical duration text (what the provider and the Swarm API print)."""
+    if ns == 0:
+        return "0s"
+    if ns < 1_000:
+        return f"{ns}ns"
+    if ns < 1_000_000:
+        return f"{_trim(ns / 1_000)}µs"
+    if ns < 10**9:
+        return f"{_trim(ns / 1_000_000)}ms"
+    hours, rest = divmod(ns, 3600 * 10**9)
+    minutes, rest = divmod(rest, 60 * 10**9)
+    seconds = _trim(rest / 10**9)
+    if hours:
+        return f"{hours}h{minutes}m{seconds}s"
+    if minutes:
+        return f"{minutes}m{seconds}s"
+    return f"{seconds}s"
+
+
+def _trim(number: float) -> str:
+    return f"{number:.9f}".rstrip("0").rstrip(".")
+
+
+_RAM = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?$", re.IGNORECASE)
+_RAM_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
+
+
+def parse_bytes(value: object) -> int:
+    """docker/go-units RAMInBytes: 512k, 50M, 1.5g, 1GiB -> bytes (binary multiples, as Docker)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _RAM.match(str(value).strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a size (write e.g. 512M, 1G or a byte count)")
+    return int(float(match.group(1)) * _RAM_UNITS[match.group(2).lower()])
+
+
+def parse_nano_cpus(value: object) -> int:
+    try:
+        cpus = float(str(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a CPU count (write e.g. '0.5')") from None
+    if cpus < 0:
+        raise ValueError(f"{value!r}: CPUs cannot be negative")
+    return int(round(cpus * 1e9))

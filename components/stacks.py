@@ -1,0 +1,360 @@
+"""`swarm-estate:stacks:AppStack`: one imported stack as real docker provider resources.
+
+Names follow `docker stack deploy` (`<stack>_<service>`, `<stack>_<network>`, the label
+`com.docker.stack.namespace`), so `docker stack ls/services/ps` work for operators, while
+Pulumi owns every object: preview shows property diffs and refresh sees drift.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker as docker
+
+from .compose import routes_of, volume_name
+from .compose_model import (
+    IMAGE_LABEL,
+    STACK_LABEL,
+    ImportedStack,
+    MountSpec,
+    ServiceSpec,
+    UpdateConfig,
+    VolumeSpec,
+    go_duration,
+)
+from .model import EstateSpec, Route
+from .platform import platform_stacks
+from .secrets import SecretSource
+
+__all__ = ["AppStack", "AppStackArgs", "content_name", "routes"]
+
+
+def routes(spec: EstateSpec, imported: Mapping[str, ImportedStack]) -> list[Route]:
+    """Every routed service the L7 layer must serve: the app stacks' and the enabled platform stacks'."""
+    return routes_of(spec, {**imported, **platform_stacks(spec)})
+
+
+def content_name(stack: str, key: str, content: str) -> str:
+    """Swarm configs and secrets are immutable: a new content needs a new name. Hashing the
+    content gives that name, so Pulumi creates the new object, rolls the services onto it and
+    only then deletes the old one, and an unchanged file never restarts anything."""
+    return f"{stack}_{key}-{hashlib.sha256(content.encode()).hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class AppStackArgs:
+    spec: EstateSpec
+    name: str
+    stack: ImportedStack
+    provider: docker.Provider
+    public_network: docker.Network
+    overlays: Mapping[str, docker.Network]
+    secrets: SecretSource
+
+
+class AppStack(pulumi.ComponentResource):
+    service_names: pulumi.Output[list[str]]
+    network_names: pulumi.Output[list[str]]
+
+    def __init__(self, name: str, args: AppStackArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("swarm-estate:stacks:AppStack", name, None, opts)
+        stack = args.stack
+        ns = args.name
+        child = pulumi.ResourceOptions(parent=self, provider=args.provider)
+
+        network_ids: dict[str, pulumi.Input[str]] = {}
+        networks: list[docker.Network] = []
+        for key, net in stack.private_networks().items():
+            network = docker.Network(
+                f"{name}-net-{key}",
+                name=net.name or f"{ns}_{key}",
+                driver="overlay",
+                attachable=net.attachable,
+                internal=net.internal,
+                options=net.driver_opts or None,
+                ipam_configs=[docker.NetworkIpamConfigArgs(subnet=s) for s in net.subnets] or None,
+                labels=[docker.NetworkLabelArgs(label=k, value=v) for k, v in {**net.labels, STACK_LABEL: ns}.items()],
+                opts=child,
+            )
+            networks.append(network)
+            network_ids[key] = network.id
+        for key, net in stack.networks.items():
+            if net.external:
+                actual = net.name or key
+                shared = args.public_network if actual == args.spec.public_network.name else args.overlays[actual]
+                network_ids[key] = shared.id
+
+        used_configs = {ref.source for s in stack.services.values() for ref in s.configs}
+        configs: dict[str, docker.ServiceConfig] = {}
+        for key, cfg in stack.configs.items():
+            if key not in used_configs or cfg.content is None:
+                continue
+            configs[key] = docker.ServiceConfig(
+                f"{name}-config-{key}",
+                name=content_name(ns, key, cfg.content),
+                data=base64.b64encode(cfg.content.encode()).decode(),
+                labels=[
+                    docker.ServiceConfigLabelArgs(label=k, value=v) for k, v in {**cfg.labels, STACK_LABEL: ns}.items()
+                ],
+                opts=child,
+            )
+
+        used_secrets = {ref.source for s in stack.services.values() for ref in s.secrets}
+        secrets: dict[str, docker.Secret] = {}
+        for key, sec in stack.secrets.items():
+            if key not in used_secrets:
+                continue
+            if sec.config_key is not None:
+                value = args.secrets.get(sec.config_key)
+            else:
+                value = pulumi.Output.secret(sec.file_content or "")
+            secrets[key] = docker.Secret(
+                f"{name}-secret-{key}",
+                # The name is derived from the value, so Pulumi keeps it secret too.
+                name=value.apply(lambda v, key=key: content_name(ns, key, v)),
+                data=value.apply(lambda v: base64.b64encode(v.encode()).decode()),
+                labels=[docker.SecretLabelArgs(label=k, value=v) for k, v in {**sec.labels, STACK_LABEL: ns}.items()],
+                opts=child,
+            )
+
+        services = []
+        for svc_name, service in stack.services.items():
+            services.append(
+                docker.Service(
+                    f"{name}-{svc_name}",
+                    name=f"{ns}_{svc_name}",
+                    labels=[
+                        docker.ServiceLabelArgs(label=k, value=v)
+                        for k, v in {**service.deploy_labels, STACK_LABEL: ns, IMAGE_LABEL: service.image}.items()
+                    ],
+                    mode=service_mode(service),
+                    endpoint_spec=endpoint_spec(service),
+                    update_config=update_args(service.update_config, docker.ServiceUpdateConfigArgs),
+                    rollback_config=update_args(service.rollback_config, docker.ServiceRollbackConfigArgs),
+                    task_spec=docker.ServiceTaskSpecArgs(
+                        container_spec=container_spec(ns, service, stack, configs, secrets),
+                        networks_advanceds=[
+                            docker.ServiceTaskSpecNetworksAdvancedArgs(
+                                id=network_ids[key], aliases=aliases(svc_name, key, al, stack)
+                            )
+                            for key, al in service.effective_networks().items()
+                        ],
+                        log_driver=docker.ServiceTaskSpecLogDriverArgs(
+                            name=service.logging.driver, options=service.logging.options or None
+                        )
+                        if service.logging
+                        else None,
+                        placement=placement(service),
+                        resources=resources(service),
+                        restart_policy=restart_policy(service),
+                    ),
+                    opts=child,
+                )
+            )
+        self.service_names = pulumi.Output.all(*[s.name for s in services]).apply(list)
+        self.network_names = pulumi.Output.all(*[n.name for n in networks]).apply(list)
+        self.register_outputs({"service_names": self.service_names, "network_names": self.network_names})
+
+
+# --- pure conversions: ServiceSpec -> provider Args ---------------------------------------------
+
+
+def aliases(service: str, network_key: str, declared: tuple[str, ...], stack: ImportedStack) -> list[str] | None:
+    """The compose service name is an alias on the stack's own networks, so `conductor-ui` reaches
+    `http://conductor-server:8080` as in the seed. It is left off shared overlays: there a short
+    name like `web` would resolve to every stack's `web`; other stacks use `<stack>_<service>`."""
+    net = stack.networks.get(network_key)
+    own = [] if net is not None and net.external else [service]
+    out = [*own, *[a for a in declared if a not in own]]
+    return out or None
+
+
+def service_mode(service: ServiceSpec) -> docker.ServiceModeArgs:
+    if service.mode == "global":
+        return docker.ServiceModeArgs(global_=True)
+    replicas = service.replicas if service.replicas is not None else 1
+    return docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=replicas))
+
+
+def endpoint_spec(service: ServiceSpec) -> docker.ServiceEndpointSpecArgs:
+    ports = [
+        docker.ServiceEndpointSpecPortArgs(
+            target_port=p.target, published_port=p.published, protocol=p.protocol, publish_mode=p.mode
+        )
+        for p in service.ports
+    ]
+    return docker.ServiceEndpointSpecArgs(mode=service.endpoint_mode or "vip", ports=ports or None)
+
+
+def _dur(ns: int | None) -> str | None:
+    return None if ns is None else go_duration(ns)
+
+
+def update_args(cfg: UpdateConfig | None, cls):
+    if cfg is None:
+        return None
+    return cls(
+        parallelism=cfg.parallelism,
+        delay=_dur(cfg.delay),
+        failure_action=cfg.failure_action,
+        monitor=_dur(cfg.monitor),
+        max_failure_ratio=None if cfg.max_failure_ratio is None else str(cfg.max_failure_ratio),
+        order=cfg.order,
+    )
+
+
+def placement(service: ServiceSpec) -> docker.ServiceTaskSpecPlacementArgs | None:
+    if not (service.constraints or service.preferences or service.max_replicas_per_node):
+        return None
+    return docker.ServiceTaskSpecPlacementArgs(
+        constraints=list(service.constraints) or None,
+        prefs=list(service.preferences) or None,
+        max_replicas=service.max_replicas_per_node,
+    )
+
+
+def resources(service: ServiceSpec) -> docker.ServiceTaskSpecResourcesArgs | None:
+    res = service.resources
+    if res is None:
+        return None
+    limits = None
+    if res.limit_nano_cpus is not None or res.limit_memory is not None:
+        limits = docker.ServiceTaskSpecResourcesLimitsArgs(nano_cpus=res.limit_nano_cpus, memory_bytes=res.limit_memory)
+    reservation = None
+    if res.reserve_nano_cpus is not None or res.reserve_memory is not None or res.generic:
+        discrete = [g for g in res.generic if g.partition("=")[2].isdigit()]
+        named = [g for g in res.generic if g not in discrete]
+        generic = (
+            docker.ServiceTaskSpecResourcesReservationGenericResourcesArgs(
+                discrete_resources_specs=discrete or None, named_resources_specs=named or None
+            )
+            if res.generic
+            else None
+        )
+        reservation = docker.ServiceTaskSpecResourcesReservationArgs(
+            nano_cpus=res.reserve_nano_cpus, memory_bytes=res.reserve_memory, generic_resources=generic
+        )
+    return docker.ServiceTaskSpecResourcesArgs(limits=limits, reservation=reservation)
+
+
+def restart_policy(service: ServiceSpec) -> docker.ServiceTaskSpecRestartPolicyArgs | None:
+    rp = service.restart_policy
+    if rp is None:
+        return None
+    return docker.ServiceTaskSpecRestartPolicyArgs(
+        condition=rp.condition, delay=_dur(rp.delay), max_attempts=rp.max_attempts, window=_dur(rp.window)
+    )
+
+
+def mount(stack: str, m: MountSpec, volumes: Mapping[str, VolumeSpec]) -> docker.ServiceTaskSpecContainerSpecMountArgs:
+    volume_options = None
+    source = m.source
+    if m.type == "volume":
+        labels = [docker.ServiceTaskSpecContainerSpecMountVolumeOptionsLabelArgs(label=STACK_LABEL, value=stack)]
+        vol = volumes.get(m.source) if m.source else None
+        driver, driver_opts = None, None
+        if vol is not None:
+            source = volume_name(stack, vol)
+            if vol.nfs is not None:
+                # The NFS volume lives only in this mount spec: every node that runs a task creates
+                # it on demand, and removing the service (or the whole stack) leaves both the
+                # node-local volume object and the data on the NFS server alone.
+                driver = "local"
+                driver_opts = {"type": "nfs", "o": vol.nfs.options, "device": vol.nfs.device}
+            elif vol.driver or vol.driver_opts:
+                driver, driver_opts = vol.driver or "local", vol.driver_opts or None
+        volume_options = docker.ServiceTaskSpecContainerSpecMountVolumeOptionsArgs(
+            driver_name=driver, driver_options=driver_opts, labels=labels, no_copy=m.no_copy or None
+        )
+    return docker.ServiceTaskSpecContainerSpecMountArgs(
+        type=m.type,
+        target=m.target,
+        source=source,
+        read_only=m.read_only or None,
+        volume_options=volume_options,
+        bind_options=docker.ServiceTaskSpecContainerSpecMountBindOptionsArgs(propagation=m.propagation)
+        if m.propagation
+        else None,
+        tmpfs_options=docker.ServiceTaskSpecContainerSpecMountTmpfsOptionsArgs(
+            size_bytes=m.tmpfs_size, mode=m.tmpfs_mode
+        )
+        if m.tmpfs_size is not None or m.tmpfs_mode is not None
+        else None,
+    )
+
+
+def container_spec(
+    ns: str,
+    service: ServiceSpec,
+    stack: ImportedStack,
+    configs: Mapping[str, docker.ServiceConfig],
+    secrets: Mapping[str, docker.Secret],
+) -> docker.ServiceTaskSpecContainerSpecArgs:
+    hc = service.healthcheck
+    return docker.ServiceTaskSpecContainerSpecArgs(
+        image=service.image,
+        # compose `entrypoint` is the container's command and compose `command` its arguments.
+        commands=list(service.entrypoint) if service.entrypoint is not None else None,
+        args=list(service.command) if service.command is not None else None,
+        env=dict(service.environment) or None,
+        dir=service.working_dir,
+        user=service.user,
+        hostname=service.hostname,
+        labels=[
+            docker.ServiceTaskSpecContainerSpecLabelArgs(label=k, value=v)
+            for k, v in {**service.labels, STACK_LABEL: ns}.items()
+        ],
+        mounts=[mount(ns, m, stack.volumes) for m in service.mounts] or None,
+        configs=[
+            docker.ServiceTaskSpecContainerSpecConfigArgs(
+                config_id=configs[ref.source].id,
+                config_name=configs[ref.source].name,
+                file_name=ref.target,
+                file_uid=ref.uid,
+                file_gid=ref.gid,
+                file_mode=ref.mode,
+            )
+            for ref in service.configs
+        ]
+        or None,
+        secrets=[
+            docker.ServiceTaskSpecContainerSpecSecretArgs(
+                secret_id=secrets[ref.source].id,
+                secret_name=secrets[ref.source].name,
+                file_name=ref.target,
+                file_uid=ref.uid,
+                file_gid=ref.gid,
+                file_mode=ref.mode,
+            )
+            for ref in service.secrets
+        ]
+        or None,
+        healthcheck=docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
+            tests=list(hc.test),
+            interval=_dur(hc.interval),
+            timeout=_dur(hc.timeout),
+            start_period=_dur(hc.start_period),
+            retries=hc.retries,
+        )
+        if hc
+        else None,
+        stop_grace_period=_dur(service.stop_grace_period),
+        stop_signal=service.stop_signal,
+        hosts=[docker.ServiceTaskSpecContainerSpecHostArgs(host=h, ip=ip) for h, ip in service.extra_hosts] or None,
+        cap_adds=list(service.cap_add) or None,
+        cap_drops=list(service.cap_drop) or None,
+        sysctl=dict(service.sysctls) or None,
+        init=service.init,
+        read_only=service.read_only,
+        dns_config=docker.ServiceTaskSpecContainerSpecDnsConfigArgs(
+            nameservers=list(service.dns),
+            searches=list(service.dns_search) or None,
+            options=list(service.dns_opt) or None,
+        )
+        if service.dns
+        else None,
+    )
