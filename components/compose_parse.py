@@ -141,6 +141,7 @@ def _network(key: str, body: dict[str, Any], err: Callable[[str, str], None]) ->
     _unknown(body, {"external", "name", "driver", "driver_opts", "attachable", "internal", "labels", "ipam"}, err)
     external = _external(body, err)
     name = body.get("name") or (body["external"].get("name") if isinstance(body.get("external"), dict) else None)
+    name = name or (key if external else None)  # as Docker normalises an external object
     driver = body.get("driver")
     if driver not in (None, "overlay") and not external:
         err("driver", f"a stack network must be an overlay (got {driver!r}): Swarm services attach to overlays only")
@@ -170,6 +171,7 @@ def _volume(key: str, body: dict[str, Any], err: Callable[[str, str], None]) -> 
     _unknown(body, {"external", "name", "driver", "driver_opts", "labels"}, err)
     external = _external(body, err)
     name = body.get("name") or (body["external"].get("name") if isinstance(body.get("external"), dict) else None)
+    name = name or (key if external else None)  # as Docker normalises an external object
     return VolumeSpec(
         key=key,
         external=external,

@@ -1,0 +1,531 @@
+"""Compose import checked against the reference: `docker stack config -c` (the real Docker CLI).
+
+Each file is imported by `components.compose_parse` and normalised by Docker; both are projected
+onto one canonical shape (units as the Swarm API counts them) and compared. Cases in
+tests/compose_cases/ say whether Docker agrees (`same`), refuses the file too (`rejects`) or
+accepts what the import deliberately refuses (`accepts`), and which errors/warnings to expect.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components.compose import import_stacks, routes_of
+from components.compose_model import ComposeFile, ServiceSpec, go_duration, parse_bytes, parse_duration
+from components.compose_parse import parse_compose
+from components.model import EstateConfigError, load_estate
+from components.platform import platform_stacks
+from components.stacks import routes
+from tests.conftest import ROOT, estate_of
+
+DOCKER = "/usr/local/bin/docker"
+CASES = Path(__file__).resolve().parent / "compose_cases"
+CASE_NAMES = sorted(p.name for p in CASES.iterdir() if (p / "expect.yml").exists())
+STACK_FILES = sorted((ROOT / "stacks").glob("*/docker-compose.yml"))
+
+
+def docker_stack_config(file: Path, variables: dict[str, str]) -> tuple[int, Any, str]:
+    """Run the real CLI with only the interpolation variables in its environment."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent", **variables}
+    proc = subprocess.run(
+        [DOCKER, "stack", "config", "-c", file.name],
+        cwd=file.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return proc.returncode, yaml.safe_load(proc.stdout) if proc.returncode == 0 else None, proc.stderr
+
+
+# --- the canonical shape -------------------------------------------------------------------------
+
+
+def _ns(value: Any) -> int | None:
+    return None if value is None else parse_duration(value)
+
+
+def _update(body: dict[str, Any] | None) -> tuple | None:
+    if not body:
+        return None
+    ratio = body.get("max_failure_ratio")
+    return (
+        body.get("parallelism"),
+        _ns(body.get("delay")),
+        body.get("failure_action"),
+        _ns(body.get("monitor")),
+        None if ratio is None else float(ratio),
+        body.get("order"),
+    )
+
+
+def _mount_from_docker(m: dict[str, Any]) -> tuple:
+    return (
+        m["type"],
+        m.get("source"),
+        m["target"],
+        bool(m.get("read_only")),
+        bool((m.get("volume") or {}).get("nocopy")),
+        (m.get("bind") or {}).get("propagation"),
+        (m.get("tmpfs") or {}).get("size"),
+    )
+
+
+def _refs_from_docker(refs: list[dict[str, Any]], kind: str) -> list[tuple]:
+    # Docker's documented defaults: a config lands at /<name>, a secret at /run/secrets/<name>, 0444, root.
+    out = []
+    for r in refs or []:
+        default = f"/{r['source']}" if kind == "configs" else r["source"]
+        out.append(
+            (r["source"], r.get("target") or default, r.get("uid", "0"), r.get("gid", "0"), r.get("mode", 0o444))
+        )
+    return out
+
+
+def canonical_docker(doc: dict[str, Any]) -> dict[str, Any]:
+    services = {}
+    for name, s in doc["services"].items():
+        deploy = s.get("deploy") or {}
+        placement = deploy.get("placement") or {}
+        rp = deploy.get("restart_policy")
+        res = deploy.get("resources") or {}
+        hc = s.get("healthcheck")
+        nets = s.get("networks") or {}
+        nets = (
+            {n: () for n in nets}
+            if isinstance(nets, list)
+            else {k: tuple((v or {}).get("aliases") or ()) for k, v in nets.items()}
+        )
+        mounts = [_mount_from_docker(m) for m in s.get("volumes") or []]
+        mounts += [("tmpfs", None, t, False, False, None, None) for t in s.get("tmpfs") or []]
+        services[name] = {
+            "image": s.get("image"),
+            "command": s.get("command"),
+            "entrypoint": s.get("entrypoint"),
+            "environment": {k: v for k, v in (s.get("environment") or {}).items() if v is not None},
+            "networks": nets,
+            "ports": [_port(p) for p in s.get("ports") or []],
+            "mounts": mounts,
+            "configs": _refs_from_docker(s.get("configs"), "configs"),
+            "secrets": _refs_from_docker(s.get("secrets"), "secrets"),
+            "mode": deploy.get("mode", "replicated"),
+            "replicas": deploy.get("replicas"),
+            "endpoint_mode": deploy.get("endpoint_mode"),
+            "constraints": placement.get("constraints", []),
+            "preferences": [f"spread={p['spread']}" for p in placement.get("preferences", [])],
+            "max_replicas_per_node": placement.get("max_replicas_per_node"),
+            "restart": _restart(rp),
+            "update": _update(deploy.get("update_config")),
+            "rollback": _update(deploy.get("rollback_config")),
+            "limits": _resources(res.get("limits")),
+            "reservations": _resources(res.get("reservations")),
+            "deploy_labels": deploy.get("labels") or {},
+            "labels": s.get("labels") or {},
+            "logging": None if not s.get("logging") else (s["logging"]["driver"], s["logging"].get("options") or {}),
+            "healthcheck": _health(hc),
+            "hostname": s.get("hostname"),
+            "user": s.get("user"),
+            "working_dir": s.get("working_dir"),
+            "stop_grace_period": _ns(s.get("stop_grace_period")),
+            "stop_signal": s.get("stop_signal"),
+            "extra_hosts": [tuple(h.split(":", 1)) for h in s.get("extra_hosts") or []],
+            "cap_add": s.get("cap_add") or [],
+            "cap_drop": s.get("cap_drop") or [],
+            "sysctls": s.get("sysctls") or {},
+            "init": s.get("init"),
+            "read_only": s.get("read_only"),
+            "dns": s.get("dns") or [],
+            "dns_search": s.get("dns_search") or [],
+        }  # fmt: skip
+    return {
+        "services": services,
+        "networks": {
+            k: (
+                bool(v.get("external")),
+                v.get("name"),
+                v.get("driver"),
+                v.get("driver_opts") or {},
+                bool(v.get("attachable")),
+                bool(v.get("internal")),
+                v.get("labels") or {},
+                [c["subnet"] for c in (v.get("ipam") or {}).get("config", [])],
+            )
+            for k, v in (doc.get("networks") or {}).items()
+        },  # fmt: skip
+        "volumes": {
+            k: (
+                bool(v.get("external")),
+                v.get("name"),
+                v.get("driver"),
+                v.get("driver_opts") or {},
+                v.get("labels") or {},
+            )
+            for k, v in (doc.get("volumes") or {}).items()
+        },
+        "configs": {k: Path(v["file"]).read_text() for k, v in (doc.get("configs") or {}).items()},
+        "secrets": {k: Path(v["file"]).read_text() for k, v in (doc.get("secrets") or {}).items()},
+    }
+
+
+def _port(p: dict[str, Any]) -> tuple:
+    return (p["target"], p.get("published"), p.get("protocol", "tcp"), p.get("mode", "ingress"))
+
+
+def _restart(rp: dict[str, Any] | None) -> tuple | None:
+    return (
+        None if not rp else (rp.get("condition"), _ns(rp.get("delay")), rp.get("max_attempts"), _ns(rp.get("window")))
+    )
+
+
+def _health(hc: dict[str, Any] | None) -> tuple | None:
+    if not hc:
+        return None
+    return (
+        hc.get("test"),
+        _ns(hc.get("interval")),
+        _ns(hc.get("timeout")),
+        hc.get("retries"),
+        _ns(hc.get("start_period")),
+    )
+
+
+def _pair(values: tuple | None) -> tuple | None:
+    return None if values is None or values == (None, None) else values
+
+
+def _resources(body: dict[str, Any] | None) -> tuple | None:
+    if not body:
+        return None
+    cpus = body.get("cpus")
+    memory = body.get("memory")
+    return (None if cpus is None else round(float(cpus) * 1e9), None if memory is None else int(memory))
+
+
+def _canonical_service(s: ServiceSpec) -> dict[str, Any]:
+    upd = [
+        None if u is None else (u.parallelism, u.delay, u.failure_action, u.monitor, u.max_failure_ratio, u.order)
+        for u in (s.update_config, s.rollback_config)
+    ]
+    res = s.resources
+    hc = s.healthcheck
+    rp = s.restart_policy
+    return {
+        "image": s.image,
+        "command": None if s.command is None else list(s.command),
+        "entrypoint": None if s.entrypoint is None else list(s.entrypoint),
+        "environment": s.environment,
+        "networks": s.networks,
+        "ports": [(p.target, p.published, p.protocol, p.mode) for p in s.ports],
+        "mounts": [(m.type, m.source, m.target, m.read_only, m.no_copy, m.propagation, m.tmpfs_size) for m in s.mounts],
+        "configs": [(r.source, r.target, r.uid, r.gid, r.mode) for r in s.configs],
+        "secrets": [(r.source, r.target, r.uid, r.gid, r.mode) for r in s.secrets],
+        "mode": s.mode,
+        "replicas": s.replicas,
+        "endpoint_mode": s.endpoint_mode,
+        "constraints": list(s.constraints),
+        "preferences": list(s.preferences),
+        "max_replicas_per_node": s.max_replicas_per_node,
+        "restart": None if rp is None else (rp.condition, rp.delay, rp.max_attempts, rp.window),
+        "update": upd[0],
+        "rollback": upd[1],
+        "limits": _pair(None if res is None else (res.limit_nano_cpus, res.limit_memory)),
+        "reservations": _pair(None if res is None else (res.reserve_nano_cpus, res.reserve_memory)),
+        "deploy_labels": s.deploy_labels,
+        "labels": s.labels,
+        "logging": None if s.logging is None else (s.logging.driver, s.logging.options),
+        "healthcheck": None if hc is None else (list(hc.test), hc.interval, hc.timeout, hc.retries, hc.start_period),
+        "hostname": s.hostname,
+        "user": s.user,
+        "working_dir": s.working_dir,
+        "stop_grace_period": s.stop_grace_period,
+        "stop_signal": s.stop_signal,
+        "extra_hosts": list(s.extra_hosts),
+        "cap_add": list(s.cap_add),
+        "cap_drop": list(s.cap_drop),
+        "sysctls": s.sysctls,
+        "init": s.init,
+        "read_only": s.read_only,
+        "dns": list(s.dns),
+        "dns_search": list(s.dns_search),
+    }  # fmt: skip
+
+
+def canonical_import(model: ComposeFile) -> dict[str, Any]:
+    return {
+        "services": {name: _canonical_service(s) for name, s in model.services.items()},
+        "networks": {
+            k: (n.external, n.name, n.driver, n.driver_opts, n.attachable, n.internal, n.labels, list(n.subnets))
+            for k, n in model.networks.items()
+        },
+        "volumes": {k: (v.external, v.name, v.driver, v.driver_opts, v.labels) for k, v in model.volumes.items()},
+        "configs": {k: c.content for k, c in model.configs.items()},
+        "secrets": {k: s.file_content for k, s in model.secrets.items()},
+    }
+
+
+def _json_like(value: Any) -> Any:
+    """Tuples and lists compare equal after this; the canonical shapes mix both."""
+    if isinstance(value, dict):
+        return {k: _json_like(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_like(v) for v in value]
+    return value
+
+
+def assert_same_as_docker(file: Path, variables: dict[str, str], model: ComposeFile) -> None:
+    rc, doc, stderr = docker_stack_config(file, variables)
+    assert rc == 0, f"docker stack config refused {file}: {stderr}"
+    expected = _json_like(canonical_docker(doc))
+    actual = _json_like(canonical_import(model))
+    for name in expected["services"]:
+        assert actual["services"].get(name) == expected["services"][name], f"service {name} differs from Docker"
+    assert actual == expected
+
+
+# --- the files in stacks/ --------------------------------------------------------------------------
+
+
+def _variables_for(compose: Path) -> dict[str, str]:
+    rel = str(compose.relative_to(ROOT))
+    for env in ("prod", "dev"):
+        for stack in estate_of(env).get("stacks", {}).values():
+            if stack["compose"] == rel:
+                return {k: str(v) for k, v in (stack.get("variables") or {}).items()}
+    return {}
+
+
+def test_every_stack_file_is_used_by_an_example_config():
+    used = {s["compose"] for env in ("prod", "dev") for s in estate_of(env)["stacks"].values()}
+    assert {str(p.relative_to(ROOT)) for p in STACK_FILES} == used
+
+
+@pytest.mark.parametrize("compose", STACK_FILES, ids=lambda p: p.parent.name)
+def test_stack_file_imports_like_docker_stack_config(compose: Path):
+    variables = _variables_for(compose)
+    model, problems = parse_compose(compose.read_text(), compose.name, compose.parent, variables)
+    assert problems == []
+    assert model.services
+    assert_same_as_docker(compose, variables, model)
+
+
+# --- tricky cases --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_compose_case(case: str):
+    folder = CASES / case
+    expect = yaml.safe_load((folder / "expect.yml").read_text())
+    variables = {k: str(v) for k, v in (expect.get("variables") or {}).items()}
+    compose = folder / "docker-compose.yml"
+    model, problems = parse_compose(compose.read_text(), f"{case}/docker-compose.yml", folder, variables)
+
+    for wanted in expect.get("errors") or []:
+        assert any(p.startswith(wanted) for p in problems), f"expected an error starting {wanted!r}, got {problems}"
+    assert len(problems) == len(expect.get("errors") or []), problems
+    if "warnings" in expect:
+        assert list(model.warnings) == expect["warnings"]
+    for key, content in (expect.get("configs") or {}).items():
+        assert model.configs[key].content == content
+
+    rc, _, stderr = docker_stack_config(compose, variables)
+    verdict = expect["docker"]
+    if verdict == "same":
+        assert not problems
+        assert_same_as_docker(compose, variables, model)
+    elif verdict == "rejects":
+        assert rc != 0, "docker stack config accepted a file the case says it refuses"
+    else:
+        assert verdict == "accepts" and rc == 0, stderr
+        assert problems, "the import must refuse what this case documents as refused"
+
+
+def test_unset_variable_without_default_names_file_service_and_key(tmp_path: Path):
+    (tmp_path / "c.yml").write_text("services:\n  web:\n    image: x\n    hostname: ${HOST}\n")
+    _, problems = parse_compose((tmp_path / "c.yml").read_text(), "c.yml", tmp_path, {})
+    assert problems == [
+        "c.yml: service web: hostname: variable HOST is not set: add it to the stack's `variables`, "
+        "or write ${HOST:-default}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "ns", "go"),
+    [("1m30s", 90 * 10**9, "1m30s"), ("120s", 120 * 10**9, "2m0s"), ("500ms", 5 * 10**8, "500ms"),
+     ("1h", 3600 * 10**9, "1h0m0s"), ("1.5s", 15 * 10**8, "1.5s"), ("0", 0, "0s")],
+)  # fmt: skip
+def test_durations_follow_go(text: str, ns: int, go: str):
+    assert parse_duration(text) == ns
+    assert go_duration(ns) == go
+
+
+def test_sizes_are_binary_multiples_like_docker():
+    assert parse_bytes("50M") == 52428800
+    assert parse_bytes("1G") == 1073741824
+    assert parse_bytes("512k") == 524288
+    assert parse_bytes("1GiB") == 1073741824
+    with pytest.raises(ValueError):
+        parse_bytes("lots")
+
+
+# --- the estate applied: import_stacks and routes ------------------------------------------------
+
+
+def test_prod_imports_with_its_routing():
+    spec = load_estate(estate_of("prod"))
+    stacks = import_stacks(spec, ROOT)
+    assert set(stacks) == {"conductor", "shinyproxy", "stager"}
+    got = {(r.swarm_service, r.port, r.replicas, r.dns_names) for r in routes(spec, stacks)}
+    assert got == {
+        ("conductor_conductor-ui", 5000, 2, ("conductor.d4science.org",)),
+        ("conductor_conductor-server", 8080, 2, ("conductor-api.d4science.org",)),
+        ("shinyproxy_shinyproxy", 8080, 2, ("shinyproxy.d4science.org",)),
+        ("stager_ui", 3080, 1, ("stager.d4science.org",)),
+        ("registry_registry", 5000, 1, ("docker-registry.d4science.org",)),
+        ("portainer_portainer", 9000, 1, ("portainer.d4science.org",)),
+    }
+    ui = stacks["stager"].services["ui"]
+    assert ui.endpoint_mode == "dnsrr" and ui.ports == () and "haproxy-public" in ui.networks
+    assert stacks["stager"].volumes["stager-data"].nfs is not None
+    assert stacks["stager"].volumes["stager-data"].nfs.device == ":/export/docker/data/stager"
+    assert any("Ignoring unsupported options: depends_on" in w for w in stacks["stager"].warnings)
+    # the unrouted stager service keeps its published port and its VIP
+    assert stacks["stager"].services["service"].ports[0].published == 3100
+
+
+def test_dev_demo_takes_its_image_from_a_variable(tmp_path: Path):
+    raw = estate_of("dev")
+    raw["stacks"]["demo"]["variables"] = {"DEMO_IMAGE": "swarm-estate/busybox:test"}
+    spec = load_estate(raw)
+    demo = import_stacks(spec, ROOT)["demo"]
+    assert demo.services["web"].image == "swarm-estate/busybox:test"
+    (route,) = routes(spec, {"demo": demo})
+    assert (route.swarm_service, route.port, route.replicas, route.routing.check_uri) == (
+        "demo_web",
+        8080,
+        2,
+        "/health",
+    )
+
+
+def _project(tmp_path: Path, compose: str, files: dict[str, str] | None = None) -> Path:
+    (tmp_path / "stacks" / "app").mkdir(parents=True)
+    (tmp_path / "stacks" / "app" / "docker-compose.yml").write_text(compose)
+    for name, text in (files or {}).items():
+        (tmp_path / "stacks" / "app" / name).write_text(text)
+    return tmp_path
+
+
+def _estate(stack: dict[str, Any]) -> dict[str, Any]:
+    raw = estate_of("dev")
+    raw["stacks"] = {"app": {"compose": "stacks/app/docker-compose.yml", **stack}}
+    return raw
+
+
+def _problems(raw: dict[str, Any], project: Path) -> list[str]:
+    with pytest.raises(EstateConfigError) as info:
+        import_stacks(load_estate(raw), project)
+    return info.value.problems
+
+
+WEB3 = "services:\n  web:\n    image: nginx\n    deploy: {replicas: 3}\n"
+
+
+def test_compose_replicas_make_check_uri_mandatory(tmp_path: Path):
+    project = _project(tmp_path, WEB3)
+    raw = _estate({"services": {"web": {"dns_names": ["app.dev.localhost"], "http_port": 80}}})
+    assert _problems(raw, project) == [
+        "swarm-estate:estate.stacks.app.services.web.check_uri: 3 replicas (from stacks/app/docker-compose.yml) "
+        "need a health-check URI, or HAProxy keeps sending requests to a replica that is down"
+    ]
+
+
+def test_port_comes_from_compose_or_config_or_is_an_error(tmp_path: Path):
+    project = _project(
+        tmp_path, "services:\n  web:\n    image: nginx\n    ports: ['8081:80']\n  api:\n    image: api\n"
+    )
+    raw = _estate(
+        {"services": {"web": {"dns_names": ["web.dev.localhost"]}, "api": {"dns_names": ["api.dev.localhost"]}}}
+    )
+    assert _problems(raw, project) == [
+        "swarm-estate:estate.stacks.app.services.api.http_port: give the HTTP port: "
+        "stacks/app/docker-compose.yml publishes no port for api"
+    ]
+    raw["stacks"]["app"]["services"]["api"]["http_port"] = 3000
+    stacks = import_stacks(load_estate(raw), project)
+    web = stacks["app"].services["web"]
+    assert (web.route_port, web.ports, web.endpoint_mode) == (80, (), "dnsrr")
+    assert any("service web: ports are not published" in w for w in stacks["app"].warnings)
+
+
+def test_stack_config_problems_name_config_paths_all_at_once(tmp_path: Path):
+    project = _project(tmp_path, "services:\n  web:\n    image: nginx\n    secrets: [token]\nsecrets:\n  token: {}\n")
+    raw = _estate(
+        {
+            "services": {"wbe": {"dns_names": ["web.dev.localhost"], "http_port": 80}},
+            "volumes": {"data": {"nfs": "docker"}},
+        }
+    )
+    raw["nfs"] = {"exports": [{"name": "docker", "server": "10.0.0.9", "path": "/export"}]}
+    assert _problems(raw, project) == [
+        "swarm-estate:estate.stacks.app.services.wbe: stacks/app/docker-compose.yml has no service 'wbe' (it has web)",
+        "swarm-estate:estate.stacks.app.volumes.data: stacks/app/docker-compose.yml declares no volume 'data'",
+        "swarm-estate:estate.stacks.app.secrets: stacks/app/docker-compose.yml secret 'token' has no content: map it "
+        "to a secret config key here (pulumi config set --secret …)",
+    ]
+
+
+def test_missing_compose_file_and_unknown_external_network(tmp_path: Path):
+    project = _project(
+        tmp_path, "services:\n  web:\n    image: nginx\n    networks: [ext]\nnetworks:\n  ext: {external: true}\n"
+    )
+    raw = _estate({})
+    raw["stacks"]["gone"] = {"compose": "stacks/gone/docker-compose.yml"}
+    problems = _problems(raw, project)
+    assert any(
+        p.startswith("stacks/app/docker-compose.yml: networks.ext: external network 'ext' is not one") for p in problems
+    )
+    assert any(
+        p.startswith("swarm-estate:estate.stacks.gone.compose: cannot read stacks/gone/docker-compose.yml")
+        for p in problems
+    )
+
+
+def test_secret_from_stack_config_and_outside_domain_warning(tmp_path: Path):
+    project = _project(tmp_path, "services:\n  web:\n    image: nginx\n    secrets: [token]\nsecrets:\n  token: {}\n")
+    raw = _estate(
+        {"secrets": {"token": "appToken"}, "services": {"web": {"dns_names": ["www.example.com"], "http_port": 80}}}
+    )
+    stack = import_stacks(load_estate(raw), project)["app"]
+    assert stack.secrets["token"].config_key == "appToken"
+    assert any(
+        "www.example.com is outside dev.localhost: set _acme-challenge.www.example.com" in w for w in stack.warnings
+    )
+
+
+def test_platform_stack_names_are_reserved_when_enabled():
+    raw = estate_of("prod")
+    raw["stacks"]["registry"] = raw["stacks"].pop("stager")
+    problems = _problems(raw, ROOT)
+    assert problems == [
+        "swarm-estate:estate.stacks.registry: the name 'registry' belongs to the enabled platform stack"
+    ]
+
+
+def test_platform_stacks_follow_the_model():
+    spec = load_estate(estate_of("prod"))
+    stacks = platform_stacks(spec)
+    registry = stacks["registry"]
+    assert registry.volumes["data"].nfs is not None
+    assert registry.volumes["data"].nfs.device == ":/export/docker/registry"
+    assert registry.secrets["htpasswd"].config_key == "registryHtpasswd"
+    agent, server = stacks["portainer"].services["agent"], stacks["portainer"].services["portainer"]
+    assert agent.mode == "global" and "node.role == manager" in server.constraints
+    assert [r.swarm_service for r in routes_of(spec, stacks)] == ["registry_registry", "portainer_portainer"]
+    dev = load_estate(estate_of("dev"))
+    assert platform_stacks(dev) == {}
