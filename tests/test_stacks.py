@@ -1,0 +1,274 @@
+"""AppStack under the mock engine: what `pulumi up` would send the docker provider for each stack."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_docker as docker
+import pytest
+from google.protobuf import json_format
+
+from components.compose import import_stacks
+from components.model import load_estate
+from components.platform import platform_stacks
+from components.secrets import SecretSource
+from components.stacks import AppStack, AppStackArgs, routes
+from components.synth import FakeEngine, RecordingMonitor, SynthResult, run_function
+from tests import schema_check
+from tests.conftest import ROOT, TEST_SECRETS, config_for, estate_of
+
+SERVICE = "docker:index/service:Service"
+NETWORK = "docker:index/network:Network"
+CONFIG = "docker:index/serviceConfig:ServiceConfig"
+SECRET = "docker:index/secret:Secret"
+STACK_LABEL = "com.docker.stack.namespace"
+NFS_OPTIONS = "addr=10.20.0.250,nfsvers=4.1"
+
+
+def deploy(
+    raw: dict[str, Any],
+    project: Path = ROOT,
+    secrets: dict[str, str] | None = None,
+    monitor: RecordingMonitor | None = None,
+) -> SynthResult:
+    """Import the stacks and register one AppStack per stack, as the Estate does."""
+    spec = load_estate(raw)
+    imported = {**import_stacks(spec, project), **platform_stacks(spec)}
+
+    def program() -> None:
+        provider = docker.Provider("docker", host="unix:///var/run/docker.sock")
+        child = pulumi.ResourceOptions(provider=provider)
+        public = docker.Network("public", name=spec.public_network.name, driver="overlay", opts=child)
+        overlays = {
+            o.name: docker.Network(f"overlay-{o.name}", name=o.name, driver="overlay", opts=child)
+            for o in spec.overlays
+        }
+        for name, stack in imported.items():
+            AppStack(name, AppStackArgs(spec, name, stack, provider, public, overlays, SecretSource()))
+
+    return run_function(program, config_for(raw, secrets), monitor=monitor)
+
+
+@pytest.fixture(scope="module")
+def prod() -> SynthResult:
+    return deploy(estate_of("prod"))
+
+
+def labels(items: list[dict[str, str]] | None) -> dict[str, str]:
+    return {i["label"]: i["value"] for i in items or []}
+
+
+def services(result: SynthResult) -> dict[str, dict[str, Any]]:
+    return {r["inputs"]["name"]: r for r in result.by_type(SERVICE)}
+
+
+def test_names_and_labels_follow_the_stack_convention(prod: SynthResult):
+    found = services(prod)
+    assert set(found) == {
+        "conductor_conductor-server", "conductor_conductor-ui", "shinyproxy_shinyproxy", "stager_db",
+        "stager_service", "stager_ui", "registry_registry", "portainer_agent", "portainer_portainer",
+    }  # fmt: skip
+    for name, res in found.items():
+        stack = name.split("_", 1)[0]
+        assert res["parent"] == stack
+        assert labels(res["inputs"]["labels"])[STACK_LABEL] == stack
+        assert labels(res["inputs"]["taskSpec"]["containerSpec"]["labels"])[STACK_LABEL] == stack
+    owned = {r["inputs"]["name"]: r for r in prod.by_type(NETWORK) if r["parent"]}
+    assert set(owned) == {
+        "conductor_conductor-network", "shinyproxy_shinyproxy-apps", "stager_default", "portainer_agent_network",
+    }  # fmt: skip
+    for name, res in owned.items():
+        assert res["inputs"]["driver"] == "overlay"
+        assert labels(res["inputs"]["labels"])[STACK_LABEL] == name.split("_", 1)[0]
+    for res in prod.by_type(CONFIG):
+        stack = res["parent"]
+        assert re.fullmatch(rf"{stack}_[a-z-]+-[0-9a-f]{{12}}", res["inputs"]["name"]), res["inputs"]["name"]
+        assert labels(res["inputs"]["labels"])[STACK_LABEL] == stack
+
+
+def test_conductor_matches_the_seed(prod: SynthResult):
+    server = services(prod)["conductor_conductor-server"]["inputs"]
+    task = server["taskSpec"]
+    assert server["mode"] == {"replicated": {"replicas": 2}}
+    assert task["placement"]["constraints"] == ["node.role == worker"]
+    assert task["logDriver"] == {"name": "journald"}
+    assert task["restartPolicy"] == {"condition": "on-failure", "delay": "5s", "maxAttempts": 3, "window": "2m0s"}
+    (config,) = task["containerSpec"]["configs"]
+    assert config["fileName"] == "/app/config/conductor-swarm-config.properties"
+    assert config["configId"] == "conductor-config-swarm-config-id"
+    # the UI reaches http://conductor-server:8080 through the alias on the stack's own network
+    nets = {n["id"]: n.get("aliases") for n in task["networksAdvanceds"]}
+    assert nets == {"conductor-net-conductor-network-id": ["conductor-server"], "public-id": None}
+
+
+def test_routed_services_are_dnsrr_on_the_public_network_without_ports(prod: SynthResult):
+    spec = load_estate(estate_of("prod"))
+    found = services(prod)
+    routed = {r.swarm_service for r in routes(spec, import_stacks(spec, ROOT))}
+    assert len(routed) == 6
+    for name in routed:
+        inputs = found[name]["inputs"]
+        assert inputs["endpointSpec"] == {"mode": "dnsrr"}, name
+        assert "public-id" in [n["id"] for n in inputs["taskSpec"]["networksAdvanceds"]], name
+    # a service nobody routes keeps the VIP and the port its compose file publishes
+    assert found["stager_service"]["inputs"]["endpointSpec"] == {
+        "mode": "vip",
+        "ports": [{"publishMode": "ingress", "protocol": "tcp", "publishedPort": 3100, "targetPort": 3000}],
+    }
+
+
+def _nfs_mounts(res: dict[str, Any]) -> list[dict[str, Any]]:
+    mounts = res["inputs"]["taskSpec"]["containerSpec"].get("mounts", [])
+    return [m for m in mounts if (m.get("volumeOptions") or {}).get("driverOptions", {}).get("type") == "nfs"]
+
+
+def test_nfs_volumes_are_in_the_mount_spec_of_every_service_that_uses_them(prod: SynthResult):
+    found = services(prod)
+    expected = {
+        "stager_db": ("stager_stager-data", "/data", ":/export/docker/data/stager"),
+        "registry_registry": ("registry_data", "/var/lib/registry", ":/export/docker/registry"),
+        "portainer_portainer": ("portainer_data", "/data", ":/export/docker/portainer"),
+    }
+    using = {name for name, res in found.items() if _nfs_mounts(res)}
+    assert using == set(expected)
+    for name, (source, target, device) in expected.items():
+        (mount,) = _nfs_mounts(found[name])
+        assert (mount["type"], mount["source"], mount["target"]) == ("volume", source, target)
+        assert mount["volumeOptions"]["driverName"] == "local"
+        assert mount["volumeOptions"]["driverOptions"] == {"type": "nfs", "o": NFS_OPTIONS, "device": device}
+    # never a docker.Volume: that would exist on the manager the provider talks to, and nowhere else
+    assert not [r for r in prod.resources if r["type"] == "docker:index/volume:Volume"]
+
+
+def test_nfs_volume_shared_by_two_services_is_in_both(tmp_path: Path):
+    compose = (
+        "services:\n  a:\n    image: a\n    volumes: [shared:/data]\n"
+        "  b:\n    image: b\n    volumes: [{type: volume, source: shared, target: /srv, read_only: true}]\n"
+        "volumes:\n  shared:\n"
+    )
+    project = _project(tmp_path, compose)
+    raw = _estate({"volumes": {"shared": {"nfs": "data", "subpath": "app"}}})
+    found = services(deploy(raw, project))
+    for name in ("app_a", "app_b"):
+        (mount,) = _nfs_mounts(found[name])
+        assert mount["source"] == "app_shared"
+        assert mount["volumeOptions"]["driverOptions"]["device"] == ":/srv/nfs/app"
+    assert _nfs_mounts(found["app_b"])[0]["readOnly"] is True
+
+
+def test_secret_content_never_reaches_the_recorded_inputs(prod: SynthResult):
+    text = json.dumps(prod.resources)
+    assert TEST_SECRETS["swarm-estate:registryHtpasswd"] not in text
+    (secret,) = prod.by_type(SECRET)
+    assert (secret["inputs"]["data"], secret["inputs"]["name"]) == ("[secret]", "[secret]")
+    registry = services(prod)["registry_registry"]["inputs"]["taskSpec"]["containerSpec"]
+    assert registry["secrets"][0]["fileName"] == "htpasswd"
+    assert registry["env"]["REGISTRY_AUTH_HTPASSWD_PATH"] == "/run/secrets/htpasswd"
+
+
+# --- content-hashed names --------------------------------------------------------------------------
+
+
+def _project(tmp_path: Path, compose: str, files: dict[str, str] | None = None) -> Path:
+    folder = tmp_path / "stacks" / "app"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "docker-compose.yml").write_text(compose)
+    for name, text in (files or {}).items():
+        (folder / name).write_text(text)
+    return tmp_path
+
+
+def _estate(stack: dict[str, Any]) -> dict[str, Any]:
+    raw = estate_of("dev")
+    raw["nfs"] = {"exports": [{"name": "data", "server": "10.20.0.250", "path": "/srv/nfs"}]}
+    raw["stacks"] = {"app": {"compose": "stacks/app/docker-compose.yml", **stack}}
+    return raw
+
+
+CONFIGS = (
+    "services:\n  web:\n    image: nginx\n    configs: [one, two]\n    secrets: [token]\n"
+    "configs:\n  one: {file: ./one.txt}\n  two: {file: ./two.txt}\nsecrets:\n  token: {}\n"
+)
+
+
+def _plain_names(monitor: RecordingMonitor) -> dict[str, str]:
+    """The `name` input of each config/secret from the raw requests, secret or not (the test's eyes only)."""
+    out = {}
+    for request in monitor.requests:
+        if request.type in (CONFIG, SECRET):
+            name = json_format.MessageToDict(request.object)["name"]
+            out[request.name] = name["value"] if isinstance(name, dict) else name
+    return out
+
+
+def _names(tmp_path: Path, one: str, two: str, token: str) -> dict[str, str]:
+    project = _project(tmp_path, CONFIGS, {"one.txt": one, "two.txt": two})
+    monitor = RecordingMonitor(FakeEngine())
+    deploy(_estate({"secrets": {"token": "appToken"}}), project, {"swarm-estate:appToken": token}, monitor)
+    return _plain_names(monitor)
+
+
+def test_config_and_secret_names_change_exactly_when_content_changes(tmp_path: Path):
+    base = _names(tmp_path / "a", "one\n", "two\n", "s3cret")
+    assert set(base) == {"app-config-one", "app-config-two", "app-secret-token"}
+    assert _names(tmp_path / "b", "one\n", "two\n", "s3cret") == base
+    changed = _names(tmp_path / "c", "one, edited\n", "two\n", "s3cret")
+    assert changed["app-config-one"] != base["app-config-one"]
+    assert changed["app-config-two"] == base["app-config-two"]
+    assert changed["app-secret-token"] == base["app-secret-token"]
+    rotated = _names(tmp_path / "d", "one\n", "two\n", "rotated")
+    assert rotated["app-secret-token"] != base["app-secret-token"]
+    assert {k: v for k, v in rotated.items() if k != "app-secret-token"} == {
+        k: v for k, v in base.items() if k != "app-secret-token"
+    }
+    assert all(n.startswith(("app_one-", "app_two-", "app_token-")) for n in base.values())
+
+
+# --- removal, schema ---------------------------------------------------------------------------------
+
+
+def test_removing_a_stack_removes_its_services_and_networks_but_no_data(prod: SynthResult):
+    raw = estate_of("prod")
+    del raw["stacks"]["stager"]
+    without = deploy(raw)
+    before = {(r["type"], r["name"]): r for r in prod.resources}
+    after = {(r["type"], r["name"]): r for r in without.resources}
+    gone = set(before) - set(after)
+    assert gone == {
+        ("swarm-estate:stacks:AppStack", "stager"),
+        (NETWORK, "stager-net-default"),
+        (SERVICE, "stager-db"),
+        (SERVICE, "stager-service"),
+        (SERVICE, "stager-ui"),
+    }
+    assert set(after) <= set(before)
+    for key, res in after.items():
+        assert res["inputs"] == before[key]["inputs"], key
+    # The NFS data of stager-data lives only in stager_db's mount spec: nothing to delete it.
+    assert not [r for r in prod.resources if "volume:Volume" in r["type"]]
+
+
+def test_every_resource_matches_the_docker_provider_schema(prod: SynthResult):
+    if not schema_check.available():
+        pytest.skip("provider schemas are not beside this checkout")
+    dev = deploy(estate_of("dev"))
+    problems = [p for result in (prod, dev) for r in result.resources for p in schema_check.problems(r)]
+    assert problems == []
+    assert len(prod.by_type(SERVICE)) == 9 and len(dev.by_type(SERVICE)) == 1
+
+
+def test_dev_demo_is_one_routed_web_service():
+    raw = estate_of("dev")
+    raw["stacks"]["demo"]["variables"] = {"DEMO_IMAGE": "swarm-estate/busybox:test"}
+    (web,) = deploy(raw).by_type(SERVICE)
+    inputs = web["inputs"]
+    assert inputs["name"] == "demo_web"
+    assert inputs["taskSpec"]["containerSpec"]["image"] == "swarm-estate/busybox:test"
+    assert inputs["mode"] == {"replicated": {"replicas": 2}}
+    assert inputs["endpointSpec"] == {"mode": "dnsrr"}
+    files = {c["fileName"] for c in inputs["taskSpec"]["containerSpec"]["configs"]}
+    assert files == {"/www/index.html", "/www/health"}
