@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .compose_model import ImportedStack, NetworkSpec, NfsVolume, ServiceSpec, VolumeSpec
+from .compose_model import ComposeFile, ImportedStack, NetworkSpec, NfsVolume, ServiceSpec, VolumeSpec
 from .compose_parse import parse_compose
 from .model import EstateConfigError, EstateSpec, Route, StackSpec, config_path
 
@@ -57,7 +57,9 @@ def nfs_volume(spec: EstateSpec, export_name: str, subpath: str) -> NfsVolume:
     return NfsVolume(server=export.server, device=f":{device}", options=options)
 
 
-def apply_estate(spec: EstateSpec, name: str, stack: StackSpec, compose) -> tuple[ImportedStack | None, list[str]]:
+def apply_estate(
+    spec: EstateSpec, name: str, stack: StackSpec, compose: ComposeFile
+) -> tuple[ImportedStack | None, list[str]]:
     problems: list[str] = []
     warnings = list(compose.warnings)
     file = compose.file
@@ -133,7 +135,13 @@ def apply_estate(spec: EstateSpec, name: str, stack: StackSpec, compose) -> tupl
         elif declared.external or declared.driver or declared.driver_opts:
             problems.append(f"{config_path(path)}: {file} already gives {vol} a driver or marks it external")
         else:
-            volumes[vol] = dataclasses.replace(declared, nfs=nfs_volume(spec, nfs.nfs, nfs.subpath))
+            backing = nfs_volume(spec, nfs.nfs, nfs.subpath)
+            volumes[vol] = dataclasses.replace(declared, nfs=backing)
+            if not nfs.keep_on_removal:
+                warnings.append(
+                    f"{config_path((*path, 'keep_on_removal'))}: swarm-estate never deletes NFS data; removing "
+                    f"the stack leaves {backing.device[1:]} on {backing.server} for you to delete"
+                )
 
     secrets = dict(compose.secrets)
     for secret, key in stack.secrets.items():

@@ -529,3 +529,21 @@ def test_platform_stacks_follow_the_model():
     assert [r.swarm_service for r in routes_of(spec, stacks)] == ["registry_registry", "portainer_portainer"]
     dev = load_estate(estate_of("dev"))
     assert platform_stacks(dev) == {}
+
+
+def test_file_problems_name_the_project_relative_file(tmp_path: Path):
+    project = _project(tmp_path, "services:\n  web:\n    image: nginx\n    ulimits: {nproc: 10}\n")
+    (problem,) = _problems(_estate({}), project)
+    assert problem.startswith("stacks/app/docker-compose.yml: service web: ulimits: Swarm supports it")
+
+
+def test_data_kept_on_removal_even_when_asked_otherwise_is_a_warning(tmp_path: Path):
+    project = _project(tmp_path, "services:\n  db:\n    image: redis\n    volumes: [data:/data]\nvolumes:\n  data:\n")
+    raw = _estate({"volumes": {"data": {"nfs": "docker", "subpath": "db", "keep_on_removal": False}}})
+    raw["nfs"] = {"exports": [{"name": "docker", "server": "10.0.0.9", "path": "/export"}]}
+    stack = import_stacks(load_estate(raw), project)["app"]
+    assert stack.volumes["data"].nfs is not None and stack.volumes["data"].nfs.device == ":/export/db"
+    assert stack.warnings == (
+        "swarm-estate:estate.stacks.app.volumes.data.keep_on_removal: swarm-estate never deletes NFS data; "
+        "removing the stack leaves /export/db on 10.0.0.9 for you to delete",
+    )
