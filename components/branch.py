@@ -341,11 +341,13 @@ def _derive_dns(out: dict[str, Any], name: str, ci_domain: str) -> None:
 
 
 def _derive_data_paths(out: dict[str, Any], name: str) -> None:
-    """Branch data lives under branches/<name>/ of a shared NFS export, and goes when the stack goes."""
+    """Branch data lives under branches/<name>/ of a shared NFS export, apart from every other estate's.
+
+    (swarm-estate never deletes NFS data, so a destroyed branch leaves its directory behind.)
+    """
     for spec in (out.get("stacks") or {}).values():
         for volume in (spec.get("volumes") or {}).values():
             volume["subpath"] = f"branches/{name}/{str(volume.get('subpath', '')).strip('/')}".rstrip("/")
-            volume["keep_on_removal"] = False
     registry = out.get("registry")
     if isinstance(registry, dict) and registry.get("enabled"):
         registry["subpath"] = f"branches/{name}/{str(registry.get('subpath', 'registry')).strip('/')}"

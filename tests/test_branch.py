@@ -263,7 +263,7 @@ def test_a_libvirt_template_gets_its_own_network_addresses_and_vrrp_id() -> None
         "conductor-api.feature-a.ci.example.test"
     ]
     volume = spec.stacks["stager"].volumes["stager-data"]
-    assert volume.subpath == "branches/feature-a/data/stager" and volume.keep_on_removal is False
+    assert volume.subpath == "branches/feature-a/data/stager"
     assert spec.registry.subpath == "branches/feature-a/registry"
     assert not spec.warnings
 
