@@ -100,7 +100,7 @@ def l7_tls(tmp_path: Path) -> Iterator[str]:
     context.load_cert_chain(pem)
     FakeL7.server_names = []
 
-    def remember_sni(sock: ssl.SSLSocket, server_name: str | None, ctx: ssl.SSLContext) -> None:
+    def remember_sni(sock: object, server_name: str | None, ctx: ssl.SSLContext) -> None:
         FakeL7.server_names.append(server_name or "")
 
     context.sni_callback = remember_sni
