@@ -7,6 +7,7 @@ Durations are nanoseconds, memory is bytes and CPUs are nano-CPUs, as the Swarm 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -223,6 +224,13 @@ class ImportedStack:
     def private_networks(self) -> dict[str, NetworkSpec]:
         used = {n for s in self.services.values() for n in s.effective_networks()}
         return {k: n for k, n in self.networks.items() if not n.external and k in used}
+
+
+def content_name(stack: str, key: str, content: str) -> str:
+    """Swarm configs and secrets are immutable: a new content needs a new name. Hashing the
+    content gives that name, so Pulumi creates the new object, rolls the services onto it and
+    only then deletes the old one, and an unchanged file never restarts anything."""
+    return f"{stack}_{key}-{hashlib.sha256(content.encode()).hexdigest()[:12]}"
 
 
 # --- units, as Docker parses them ------------------------------------------------------------

@@ -8,13 +8,13 @@ Pulumi owns every object: preview shows property diffs and refresh sees drift.
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_docker as docker
 
+from . import artifacts
 from .compose import routes_of, volume_name
 from .compose_model import (
     IMAGE_LABEL,
@@ -24,8 +24,10 @@ from .compose_model import (
     ServiceSpec,
     UpdateConfig,
     VolumeSpec,
+    content_name,
     go_duration,
 )
+from .compose_render import render_compose
 from .model import EstateSpec, Route
 from .platform import platform_stacks
 from .secrets import SecretSource
@@ -36,13 +38,6 @@ __all__ = ["AppStack", "AppStackArgs", "content_name", "routes"]
 def routes(spec: EstateSpec, imported: Mapping[str, ImportedStack]) -> list[Route]:
     """Every routed service the L7 layer must serve: the app stacks' and the enabled platform stacks'."""
     return routes_of(spec, {**imported, **platform_stacks(spec)})
-
-
-def content_name(stack: str, key: str, content: str) -> str:
-    """Swarm configs and secrets are immutable: a new content needs a new name. Hashing the
-    content gives that name, so Pulumi creates the new object, rolls the services onto it and
-    only then deletes the old one, and an unchanged file never restarts anything."""
-    return f"{stack}_{key}-{hashlib.sha256(content.encode()).hexdigest()[:12]}"
 
 
 @dataclass(frozen=True)
@@ -65,6 +60,7 @@ class AppStack(pulumi.ComponentResource):
         stack = args.stack
         ns = args.name
         child = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        artifacts.publish(f"stacks/{ns}/docker-compose.yml", render_compose(stack))
 
         network_ids: dict[str, pulumi.Input[str]] = {}
         networks: list[docker.Network] = []
@@ -254,8 +250,14 @@ def mount(stack: str, m: MountSpec, volumes: Mapping[str, VolumeSpec]) -> docker
     volume_options = None
     source = m.source
     if m.type == "volume":
-        labels = [docker.ServiceTaskSpecContainerSpecMountVolumeOptionsLabelArgs(label=STACK_LABEL, value=stack)]
         vol = volumes.get(m.source) if m.source else None
+        # As `docker stack deploy`: stack-owned named volumes carry the namespace label; external and
+        # anonymous ones do not.
+        volume_labels = {} if vol is None or vol.external else {**vol.labels, STACK_LABEL: stack}
+        labels = [
+            docker.ServiceTaskSpecContainerSpecMountVolumeOptionsLabelArgs(label=k, value=v)
+            for k, v in volume_labels.items()
+        ] or None
         driver, driver_opts = None, None
         if vol is not None:
             source = volume_name(stack, vol)
@@ -266,7 +268,7 @@ def mount(stack: str, m: MountSpec, volumes: Mapping[str, VolumeSpec]) -> docker
                 driver = "local"
                 driver_opts = {"type": "nfs", "o": vol.nfs.options, "device": vol.nfs.device}
             elif vol.driver or vol.driver_opts:
-                driver, driver_opts = vol.driver or "local", vol.driver_opts or None
+                driver, driver_opts = vol.driver, vol.driver_opts or None
         volume_options = docker.ServiceTaskSpecContainerSpecMountVolumeOptionsArgs(
             driver_name=driver, driver_options=driver_opts, labels=labels, no_copy=m.no_copy or None
         )
