@@ -8,6 +8,7 @@ problems of all stacks are reported together, one line each, so one preview show
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 from .compose_model import ComposeFile, ImportedStack, NetworkSpec, NfsVolume, ServiceSpec, VolumeSpec
@@ -166,6 +167,7 @@ def apply_estate(
                         f"{file}: service {svc_name}: {kind}: {ref.source!r} is external, but a service needs its "
                         "Swarm id, which only Pulumi-managed objects have: give its content here instead"
                     )
+    problems += _name_problems(name, compose)
     if problems:
         return None, problems
     result = ImportedStack(
@@ -179,6 +181,31 @@ def apply_estate(
         warnings=tuple(warnings),
     )
     return result, []
+
+
+_SWARM_NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9_.-]*[a-zA-Z0-9])?$")
+
+
+def _name_problems(stack: str, compose: ComposeFile) -> list[str]:
+    """Swarm names services `<stack>_<service>` (a DNS label: at most 63 characters) and configs and
+    secrets `<stack>_<key>-<12 hex>` (at most 64): refuse what the engine would refuse mid-update."""
+    out = []
+    for svc in compose.services:
+        full = f"{stack}_{svc}"
+        if len(full) > 63 or not _SWARM_NAME.match(full):
+            out.append(
+                f"{compose.file}: service {svc}: the Swarm service name {full!r} must be at most 63 letters, "
+                "digits, '-', '_' or '.'"
+            )
+    for kind, keys in (("configs", compose.configs), ("secrets", compose.secrets)):
+        for key in keys:
+            full = f"{stack}_{key}-0123456789ab"
+            if len(full) > 64 or not _SWARM_NAME.match(full):
+                out.append(
+                    f"{compose.file}: {kind}.{key}: the Swarm name {stack}_{key}-<content hash> must be at most "
+                    "64 letters, digits, '-', '_' or '.'"
+                )
+    return out
 
 
 def _compose_port(service: ServiceSpec) -> int | None:

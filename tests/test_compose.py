@@ -287,3 +287,15 @@ def test_data_kept_on_removal_even_when_asked_otherwise_is_a_warning(tmp_path: P
         "swarm-estate:estate.stacks.app.volumes.data.keep_on_removal: swarm-estate never deletes NFS data; "
         "removing the stack leaves /export/db on 10.0.0.9 for you to delete",
     )
+
+
+def test_names_swarm_would_refuse_are_errors(tmp_path: Path):
+    long = "a-really-long-service-name-that-keeps-going-and-going-on-and-on"
+    project = _project(
+        tmp_path, f"services:\n  {long}:\n    image: nginx\n    configs: [c]\nconfigs:\n  c:\n    content: x\n"
+    )
+    problems = _problems(_estate({}), project)
+    assert problems == [
+        f"stacks/app/docker-compose.yml: service {long}: the Swarm service name 'app_{long}' must be at most 63 "
+        "letters, digits, '-', '_' or '.'"
+    ]

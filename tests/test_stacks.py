@@ -10,6 +10,7 @@ from typing import Any
 import pulumi
 import pulumi_docker as docker
 import pytest
+import yaml
 from google.protobuf import json_format
 
 from components.compose import import_stacks
@@ -19,6 +20,7 @@ from components.secrets import SecretSource
 from components.stacks import AppStack, AppStackArgs, routes
 from components.synth import FakeEngine, RecordingMonitor, SynthResult, run_function
 from tests import schema_check
+from tests.compose_support import docker_stack_config
 from tests.conftest import ROOT, TEST_SECRETS, config_for, estate_of
 
 SERVICE = "docker:index/service:Service"
@@ -27,6 +29,7 @@ CONFIG = "docker:index/serviceConfig:ServiceConfig"
 SECRET = "docker:index/secret:Secret"
 STACK_LABEL = "com.docker.stack.namespace"
 NFS_OPTIONS = "addr=10.20.0.250,nfsvers=4.1"
+STACKS = ("conductor", "shinyproxy", "stager", "registry", "portainer")
 
 
 def deploy(
@@ -272,3 +275,34 @@ def test_dev_demo_is_one_routed_web_service():
     assert inputs["endpointSpec"] == {"mode": "dnsrr"}
     files = {c["fileName"] for c in inputs["taskSpec"]["containerSpec"]["configs"]}
     assert files == {"/www/index.html", "/www/health"}
+
+
+def test_published_stack_files_are_valid_for_docker_and_free_of_secrets(prod: SynthResult, tmp_path: Path):
+    published = {p: t for p, t in prod.files.items() if p.startswith("stacks/")}
+    assert set(published) == {f"stacks/{s}/docker-compose.yml" for s in STACKS}
+    for path, text in published.items():
+        assert TEST_SECRETS["swarm-estate:registryHtpasswd"] not in text
+        file = tmp_path / path.replace("/", "_")
+        file.write_text(text)
+        rc, doc, stderr = docker_stack_config(file, {})
+        assert rc == 0, f"{path}: {stderr}"
+        assert set(doc["services"]) == {
+            n.split("_", 1)[1] for n in services(prod) if n.startswith(path.split("/")[1] + "_")
+        }
+    stager = yaml.safe_load(published["stacks/stager/docker-compose.yml"])
+    assert stager["volumes"]["stager-data"]["driver_opts"]["device"] == ":/export/docker/data/stager"
+    assert stager["services"]["ui"]["deploy"]["endpoint_mode"] == "dnsrr"
+
+
+def test_every_compose_feature_passes_the_provider_schema():
+    if not schema_check.available():
+        pytest.skip("provider schemas are not beside this checkout")
+    raw = estate_of("dev")
+    raw["stacks"] = {
+        "sink": {"compose": "kitchen_sink/docker-compose.yml"},
+        "short": {"compose": "short_and_long/docker-compose.yml"},
+        "inline": {"compose": "inline_config/docker-compose.yml", "variables": {"SITE": "dev"}},
+    }
+    result = deploy(raw, Path(__file__).resolve().parent / "compose_cases")
+    assert [p for r in result.resources for p in schema_check.problems(r)] == []
+    assert len(result.by_type(SERVICE)) == 4
