@@ -16,7 +16,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from components.hosts import Hosts, HostsArgs
 from components.model import EstateSpec, load_estate
+from components.secrets import SecretSource
+from components.synth import SynthResult, run_function
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,7 +75,8 @@ def variant(
         raw["l7"]["replicas"] = 1
     if not nfs:
         raw["nfs"] = {}
-        raw["registry"] = {"enabled": False}
+        registry_off: dict[str, Any] = {"enabled": False}
+        raw["registry"] = registry_off
         raw["portainer"]["nfs"] = None
         for stack in raw["stacks"].values():
             stack.pop("volumes", None)
@@ -135,3 +139,25 @@ def throwaway_ca_pem() -> str:
 
 
 TEST_CA = throwaway_ca_pem()
+
+
+# Known stand-ins for the secrets the prod estate names, so tests can prove they never leak.
+SECRETS = {
+    "swarm-estate:sshPrivateKey": (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nHOSTSTESTKEY0001\n-----END OPENSSH PRIVATE KEY-----\n"
+    ),
+    "swarm-estate:vrrpPassword": "vrrpT3st",
+    "swarm-estate:registryHtpasswd": "registry:$2y$05$HOSTSTESTHTPASSWD",
+    "swarm-estate:tlsWildcardPem": "-----BEGIN CERTIFICATE-----\nHOSTSTESTCERT\n-----END CERTIFICATE-----\n",
+}
+
+
+def synth_hosts(raw: dict[str, Any]) -> tuple[SynthResult, Hosts]:
+    """Register only the hosts layer for this estate under the recording mock engine."""
+    built: list[Hosts] = []
+
+    def program() -> None:
+        built.append(Hosts("hosts", HostsArgs(spec=load_estate(raw), secrets=SecretSource())))
+
+    result = run_function(program, dict(SECRETS))
+    return result, built[0]

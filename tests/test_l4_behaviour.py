@@ -66,7 +66,7 @@ def _wait_until(predicate, bound: float, what: str) -> float:
     raise AssertionError(f"{what} did not happen within {bound}s")
 
 
-def _server_status(stats_socket: Path) -> dict[str, str]:
+def _server_rows(stats_socket: Path) -> dict[str, dict[str, str]]:
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(2)
         s.connect(str(stats_socket))
@@ -76,24 +76,36 @@ def _server_status(stats_socket: Path) -> dict[str, str]:
             data += chunk
     lines = data.decode().splitlines()
     header = lines[0].lstrip("# ").split(",")
-    status: dict[str, str] = {}
+    rows: dict[str, dict[str, str]] = {}
     for line in lines[1:]:
         row = dict(zip(header, line.split(","), strict=False))
         if row.get("pxname") == "lb4_swarm_bk" and row.get("svname") not in ("BACKEND", "FRONTEND"):
-            status[row["svname"]] = row["status"]
-    return status
+            rows[row["svname"]] = row
+    return rows
 
 
-def _start(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _server_status(stats_socket: Path) -> dict[str, str]:
+    return {name: row["status"] for name, row in _server_rows(stats_socket).items()}
+
+
+def _flaps(stats_socket: Path) -> dict[str, str]:
+    """Per server: UP->DOWN transitions and failed checks so far (explains a failure under load)."""
+    rows = _server_rows(stats_socket)
+    return {name: f"down {row['chkdown']}x, failed checks {row['chkfail']}" for name, row in rows.items()}
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    # stderr to a file, not a pipe: nobody drains a pipe while the test runs, and a full one blocks HAProxy.
+    with log.open("wb") as out:
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=out)
 
 
 def _exited(procs: list[subprocess.Popen[bytes]]) -> bool:
     return any(p.poll() is not None for p in procs)
 
 
-def _errors(proc: subprocess.Popen[bytes]) -> str:
-    return proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+def _errors(logs: list[Path]) -> str:
+    return "\n".join(f"{log.name}: {log.read_text(errors='replace')}" for log in logs)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -112,7 +124,8 @@ def l4(tmp_path: Path) -> Iterator[L4Under]:
     openssl = tool("openssl")
     key, crt, pem = tmp_path / "key.pem", tmp_path / "crt.pem", tmp_path / "l7.pem"
     made = run_tool(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=l7.test",
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "1", "-subj", "/CN=l7.test",
          "-keyout", str(key), "-out", str(crt)]
     )
     assert made.returncode == 0, made.stderr
@@ -136,13 +149,13 @@ def l4(tmp_path: Path) -> Iterator[L4Under]:
         for backend in backends:
             cfg = tmp_path / f"{backend.name}.cfg"
             cfg.write_text(_backend_config(backend.name, backend.address, backend_port, pem))
-            procs[backend.name] = _start([haproxy, "-db", "-f", str(cfg)])
+            procs[backend.name] = _start([haproxy, "-db", "-f", str(cfg)], tmp_path / f"{backend.name}.log")
             started.append(procs[backend.name])
-        lb = _start([haproxy, "-db", "-f", str(tmp_path / "l4.cfg")])
+        lb = _start([haproxy, "-db", "-f", str(tmp_path / "l4.cfg")], tmp_path / "l4.log")
         started.append(lb)
         stats = tmp_path / "admin.sock"
         _wait_until(lambda: stats.exists() or _exited(started), STARTUP_BOUND, "the L4 stats socket appearing")
-        assert not _exited(started), "\n".join(_errors(p) for p in started if p.poll() is not None)
+        assert not _exited(started), _errors(sorted(tmp_path.glob("*.log")))
         _wait_until(
             lambda: set(_server_status(stats).values()) == {"UP"} and len(_server_status(stats)) == 2,
             STARTUP_BOUND,
@@ -186,7 +199,7 @@ def test_one_client_address_sticks_to_one_backend_and_arrives_with_its_address(l
     for i in range(16):
         source = f"127.{(i * 37) % 250 + 1}.{(i * 91) % 250}.{(i * 53) % 250 + 2}"
         replies = {_https_get(l4.https_port, source) for _ in range(4)}
-        assert len(replies) == 1, f"{source} was spread over {replies}"
+        assert len(replies) == 1, f"{source} was spread over {replies}; checks: {_flaps(l4.stats_socket)}"
         reply = replies.pop()
         # PROXY protocol: the L7 side sees the client's address, not the L4's.
         assert reply.endswith(f"src={source}")
