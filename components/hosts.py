@@ -222,8 +222,9 @@ class VirtualMachine(pulumi.ComponentResource):
             network_interfaces=[
                 libvirt.DomainNetworkInterfaceArgs(
                     network_name=site.network_names[m.hypervisor],
+                    # No `hostname`/`addresses`: those edit the network's DHCP hosts, which a bridge
+                    # network has not; the fixed address comes from cloud-init's network config.
                     mac=cloudinit.mac_address(spec, m.name),
-                    hostname=m.name,
                 )
             ],
             consoles=[libvirt.DomainConsoleArgs(type="pty", target_port="0", target_type="serial")],

@@ -109,6 +109,14 @@ def test_keepalived_pair_shares_the_vip_with_distinct_priorities() -> None:
         assert value(text, "auth_type") == "PASS"
 
 
+def test_rhel_family_keeps_the_admin_socket_where_its_package_allows(tmp_path: Path) -> None:
+    raw = prod_raw()
+    raw["base_image"]["family"] = "rhel"
+    text = render_haproxy(spec_of(raw))
+    assert "stats socket /var/lib/haproxy/admin.sock mode 660 level admin" in text
+    assert _haproxy_check(text, tmp_path) is None
+
+
 def test_l4_vms_go_on_different_hypervisors() -> None:
     spec = prod_spec()
     assert [l4_machine(spec, i).hypervisor for i in range(2)] == ["kvm1", "kvm2"]
