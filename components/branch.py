@@ -149,16 +149,17 @@ def branch_metadata(raw: Mapping[str, Any], stack: str, now: datetime | None = N
         return None
     name = stack_name(stack.rsplit("/", 1)[-1])
     slot = settings.slot if settings.slot is not None else preferred_slot(name, settings.slot_count())
-    created = settings.created or now or datetime.now(UTC)
-    return {"stack": name, "source": settings.source or name, "slot": slot, "created": _iso(created)}
+    created = settings.created or now
+    return {"stack": name, "source": settings.source or name, "slot": slot, "created": created and _iso(created)}
 
 
 def derive_branch_estate(raw: dict[str, Any], stack: str, now: datetime | None = None) -> dict[str, Any]:
     """A copy of `raw` with every collision-prone setting derived from the stack name.
 
     Without a `branch:` section the estate is returned unchanged (as a copy). `stack` may be a
-    fully qualified `org/project/stack` name. `now` stands in for the creation time when the
-    pipeline has not pinned `branch.created` (pin it: a moving label would update every node).
+    fully qualified `org/project/stack` name. The creation-time label comes from `branch.created`
+    (the pipeline pins it), else from `now`; with neither it is left out, so an unpinned synth is
+    reproducible and a re-run never relabels every node with a new time.
     """
     out = copy.deepcopy(raw)
     settings = branch_settings(raw)
@@ -177,7 +178,7 @@ def derive_branch_estate(raw: dict[str, Any], stack: str, now: datetime | None =
     substrate = out.get("substrate")
     if substrate not in ("docker", "libvirt"):
         raise _error(("substrate",), f"a branch stack creates its own nodes: use docker or libvirt, not {substrate}")
-    created = _iso(settings.created or now or datetime.now(UTC))
+    moment = settings.created or now
 
     out["name"] = name
     out["protect"] = False  # the reaper and the close workflow must be able to destroy it
@@ -187,7 +188,10 @@ def derive_branch_estate(raw: dict[str, Any], stack: str, now: datetime | None =
         _derive_ports(out, slot, settings)
     _derive_dns(out, name, settings.ci_domain)
     _derive_data_paths(out, name)
-    _add_labels(out, {LABEL_BRANCH: name, LABEL_CREATED: created, LABEL_SLOT: str(slot)})
+    labels = {LABEL_BRANCH: name, LABEL_SLOT: str(slot)}
+    if moment is not None:
+        labels[LABEL_CREATED] = _iso(moment)
+    _add_labels(out, labels)
     l4 = out.get("l4")
     if isinstance(l4, dict) and l4.get("enabled"):
         l4["vrrp_router_id"] = 1 + slot % 255  # pairs of two branches on one LAN must not share a VRRP id

@@ -238,11 +238,22 @@ def test_nodes_carry_branch_and_creation_time_labels() -> None:
     assert spec.l7_nodes(), "the template's own labels must survive"
 
 
+def test_an_unpinned_creation_time_is_left_out_so_a_synth_is_reproducible() -> None:
+    derived = derive_branch_estate(ci_estate(), "feature-a")
+    assert derived == derive_branch_estate(ci_estate(), "feature-a")
+    spec = load_estate(derived)
+    assert all("swarm-estate.created" not in n.labels for n in spec.nodes)
+    assert all(n.labels["swarm-estate.branch"] == "feature-a" for n in spec.nodes)
+    stamped = load_estate(derive_branch_estate(ci_estate(), "feature-a", now=NOW))
+    assert {n.labels["swarm-estate.created"] for n in stamped.nodes} == {"2026-11-22T12:00:00Z"}
+
+
 def test_branch_metadata_for_the_reaper() -> None:
     raw = with_branch(ci_estate(), slot=3, created="2026-11-20T08:00:00Z", source="feature/a")
     meta = branch_metadata(raw, "org/swarm-estate/feature-a-1234abcd", now=NOW)
     assert meta == {"stack": "feature-a-1234abcd", "source": "feature/a", "slot": 3, "created": "2026-11-20T08:00:00Z"}
     assert branch_metadata(estate_of("dev"), "dev") is None
+    assert branch_metadata(ci_estate(), "feature-a")["created"] is None  # type: ignore[index]
 
 
 def test_a_libvirt_template_gets_its_own_network_addresses_and_vrrp_id() -> None:

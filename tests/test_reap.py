@@ -198,3 +198,24 @@ def test_pinning_into_a_full_pool_is_a_clear_error() -> None:
     others = [StackInfo(f"s{i}", branch=f"s{i}", slot=i) for i in range(4)]
     with pytest.raises(BranchPoolExhausted, match="all 4 slots"):
         pin_plan("new", "new", others, 4, NOW)
+
+
+def run_pin(*args: str, path: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "components.branch_stacks", "pin", *args],
+        cwd=ROOT,
+        env={"PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_pin_refuses_a_stack_that_is_not_the_branch_s(tmp_path: Path) -> None:
+    out = run_pin("feature-a", "--branch", "feature/b", path=str(tmp_path))
+    assert out.returncode == 2 and "maps to stack" in out.stderr
+
+
+def test_pin_without_the_pulumi_cli_says_so(tmp_path: Path) -> None:
+    out = run_pin("feature-a", "--branch", "feature-a", path=str(tmp_path))
+    assert out.returncode == 2 and "Pulumi CLI is not installed" in out.stderr
