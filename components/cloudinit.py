@@ -328,11 +328,16 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def bootstrap_environment(spec: EstateSpec, profile: HostProfile, digest: str | None = None) -> dict[str, str]:
-    """Inputs of bootstrap-host.sh: one `path mode base64` line per file, one fstab line per mount."""
+def bootstrap_environment(
+    spec: EstateSpec, profile: HostProfile, digest: str | None = None, user: str | None = None
+) -> dict[str, str]:
+    """Inputs of bootstrap-host.sh: one `path mode base64` line per file, one fstab line per mount.
+
+    `user` is the login the commands arrive as (existing hosts have their own); it joins the docker group.
+    """
     return {
         "SE_HOSTNAME": profile.hostname,
-        "SE_USER": spec.ssh.user,
+        "SE_USER": user or spec.ssh.user,
         "SE_PACKAGES": " ".join(profile.packages),
         "SE_FILES": "\n".join(f"{f.path} {f.permissions} {_b64(f.content)}" for f in profile.files),
         "SE_FSTAB": "\n".join(m.fstab_line() for m in profile.mounts),

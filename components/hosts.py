@@ -86,8 +86,10 @@ class Bootstrap:
     trigger: pulumi.Input[str]
 
 
-def bootstrap_of(spec: EstateSpec, profile: cloudinit.HostProfile, wait_seconds: int | None = None) -> Bootstrap:
-    stdin = bootstrap_stdin(cloudinit.bootstrap_environment(spec, profile), wait_seconds)
+def bootstrap_of(
+    spec: EstateSpec, profile: cloudinit.HostProfile, user: str, wait_seconds: int | None = None
+) -> Bootstrap:
+    stdin = bootstrap_stdin(cloudinit.bootstrap_environment(spec, profile, user=user), wait_seconds)
     return Bootstrap(stdin=stdin, trigger=content_hash(stdin))
 
 
@@ -334,19 +336,14 @@ class Hosts(pulumi.ComponentResource):
                 name,
                 VirtualMachineArgs(
                     spec, machine, site, user_data, conn, spec.ssh.user,
-                    bootstrap_of(spec, profile, CLOUD_INIT_WAIT_SECONDS),
+                    bootstrap_of(spec, profile, spec.ssh.user, CLOUD_INIT_WAIT_SECONDS),
                 ),
                 opts,
             )
             return HostRecord(node=node, connection=conn, container=None, ready=(vm.ready,))
         profile = cloudinit.docker_host_profile(spec, node, vm=False)
         conn = ssh_connection(spec, address, node.ssh_user, key)
-        bootstrap = bootstrap_of(spec, profile)
-        artifacts.publish(f"bootstrap/{node.name}.env", _env_text(spec, profile))
+        bootstrap = bootstrap_of(spec, profile, node.ssh_user)
         host = ExistingHost(name, ExistingHostArgs(address, conn, node.ssh_user, bootstrap), opts)
         return HostRecord(node=node, connection=conn, container=None, ready=(host.bootstrap,))
 
-
-def _env_text(spec: EstateSpec, profile: cloudinit.HostProfile) -> str:
-    env = cloudinit.bootstrap_environment(spec, profile)
-    return "".join(f"{key}={shlex.quote(value)}\n" for key, value in sorted(env.items()))

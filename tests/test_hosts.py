@@ -214,6 +214,7 @@ def test_existing_hosts_are_bootstrapped_over_ssh() -> None:
     raw = variant(substrate="existing")
     raw["swarm"]["workers"]["nodes"][0]["ssh_user"] = "root"
     result, hosts = synth_hosts(raw)
+    assert {r.node.ssh_user for r in hosts.records} == {"root", "ops"}
     assert not [r for r in result.resources if r["type"].startswith("libvirt:") or r["type"] == PROVIDER]
     spec = spec_of(raw)
     hosts_made = result.by_type("swarm-estate:hosts:ExistingHost")
@@ -227,6 +228,7 @@ def test_existing_hosts_are_bootstrapped_over_ssh() -> None:
         expected_shell = "bash -s" if record.node.ssh_user == "root" else "sudo -n bash -s"
         assert command["inputs"]["create"] == expected_shell
         assert "qemu-guest-agent" not in stdin
+        assert f"export SE_USER={record.node.ssh_user}\n" in stdin  # the login that joins the docker group
     assert result.named("hosts-l4-swarm-lb1-bootstrap")["inputs"]["stdin"] == "[secret]"
 
 

@@ -66,7 +66,8 @@ main() {
     local pkg
     for pkg in ${SE_PACKAGES:-}; do
         if command -v dpkg-query >/dev/null; then
-            dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+            [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" = "install ok installed" ] ||
+                missing+=("$pkg")
         else
             rpm -q "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
         fi
@@ -134,9 +135,11 @@ main() {
         fi
     done
 
-    if [ "${SE_DOCKER_USER:-}" = 1 ] && ! id -nG "$SE_USER" | tr ' ' '\n' | grep -qx docker; then
-        usermod -aG docker "$SE_USER"
-        changed+=("group:docker+$SE_USER")
+    if [ "${SE_DOCKER_USER:-}" = 1 ]; then
+        case " $(id -nG "$SE_USER") " in
+        *" docker "*) ;;
+        *) usermod -aG docker "$SE_USER"; changed+=("group:docker+$SE_USER") ;;
+        esac
     fi
 
     # --- ready marker: the swarm layer joins only hosts that carry it ------------------------------
