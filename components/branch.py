@@ -64,7 +64,7 @@ class BranchSettings(BaseModel):
 
     ci_domain: DnsName = Field(description="public names become <app>.<branch>.<ci_domain>")
     node_pool: IPv4Network = Field(
-        default=IPv4Network("172.30.0.0/16"), description="node subnets are cut from this pool, one per slot"
+        default=IPv4Network("10.222.0.0/16"), description="node subnets are cut from this pool, one per slot"
     )
     node_prefix: int = Field(default=24, ge=16, le=29, description="prefix length of each branch's node subnet")
     overlay_pool: IPv4Network = Field(

@@ -190,7 +190,7 @@ def test_exhausted_pool_is_a_clear_error() -> None:
 
 def test_the_pool_size_bounds_the_pinned_slot() -> None:
     # A /22 of /24s is four slots.
-    raw = with_branch(ci_estate(), node_pool="172.30.0.0/22", node_prefix=24, slot=4)
+    raw = with_branch(ci_estate(), node_pool="10.222.0.0/22", node_prefix=24, slot=4)
     with pytest.raises(EstateConfigError, match=r"estate\.branch\.slot: slot 4 is outside the pool's 4 slots"):
         derive_branch_estate(raw, "feature-a", now=NOW)
 
@@ -260,12 +260,12 @@ def test_a_libvirt_template_gets_its_own_network_addresses_and_vrrp_id() -> None
     raw = with_branch(estate_of("prod"), slot=5)
     derived = derive_branch_estate(raw, "feature-a", now=NOW)
     spec = load_estate(derived)
-    subnet = IPv4Network("172.30.5.0/24")
+    subnet = IPv4Network("10.222.5.0/24")
     assert spec.node_network.subnet == subnet
     assert spec.node_network.name == "feature-a-net"
     assert all(h.network in (None, "feature-a-net") for h in spec.hypervisors)
-    assert str(spec.l4.virtual_ip) == "172.30.5.5", "fixed addresses keep their host offset"
-    assert [str(n.address) for n in spec.l4.nodes] == ["172.30.5.6", "172.30.5.7"]
+    assert str(spec.l4.virtual_ip) == "10.222.5.5", "fixed addresses keep their host offset"
+    assert [str(n.address) for n in spec.l4.nodes] == ["10.222.5.6", "10.222.5.7"]
     assert all(n.address in subnet for n in spec.nodes)
     assert spec.l4.vrrp_router_id == 6
     assert spec.protect is False
