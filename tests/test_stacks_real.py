@@ -9,8 +9,10 @@ leaves unset take the Swarm defaults, which `docker service inspect` shows.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from components.compose_render import config_names, render_compose
 from components.model import load_estate
 from components.platform import platform_stacks
 from tests.conftest import ROOT, estate_of
-from tests.harness import Engine
+from tests.harness import Engine, busybox_image
 from tests.test_stacks import deploy
 
 pytestmark = pytest.mark.slow
@@ -35,6 +37,7 @@ UPDATE_DEFAULTS = {"Parallelism": 1, "FailureAction": "pause", "Monitor": 5 * SE
                    "Order": "stop-first", "Delay": 0}  # fmt: skip
 RESTART_DEFAULTS = {"Condition": "any", "Delay": 5 * SECOND, "MaxAttempts": 0}
 STOP_GRACE_DEFAULT = 10 * SECOND
+RUNNING_TIMEOUT_S = 90
 
 
 @pytest.fixture(scope="module")
@@ -346,3 +349,25 @@ def test_every_compose_feature_matches_docker_stack_deploy(engine: Engine):
         },
     }
     assert compare(engine, raw, CASES) == 4
+
+
+def test_demo_serves_health_to_l7_by_its_swarm_name(engine: Engine):
+    """What the L7 HAProxy does: resolve `<stack>_web` on haproxy-public (dnsrr) and GET /health."""
+    image = busybox_image(engine)
+    raw = estate_of("dev")
+    raw["stacks"]["demo"]["variables"] = {"DEMO_IMAGE": image}
+    stack = dataclasses.replace(import_stacks(load_estate(raw), ROOT)["demo"], name="live")
+    with tempfile.TemporaryDirectory() as tmp:
+        deploy_with_docker(engine, stack, Path(tmp))
+    deadline = time.monotonic() + RUNNING_TIMEOUT_S
+    states = ""
+    while time.monotonic() < deadline:
+        states = engine.run("service", "ps", "live_web", "--filter", "desired-state=running",
+                            "--format", "{{.CurrentState}}").stdout  # fmt: skip
+        if states.count("Running") == 2:  # the healthcheck passed on both replicas
+            break
+        time.sleep(1)
+    assert states.count("Running") == 2, f"demo tasks did not become healthy: {states}"
+    client = ["run", "--rm", "--network", "haproxy-public", image, "wget", "-q", "-O-"]
+    assert engine.run(*client, "http://live_web:8080/health", timeout=60).stdout == "ok\n"
+    assert "swarm-estate demo" in engine.run(*client, "http://live_web:8080/", timeout=60).stdout
