@@ -52,6 +52,7 @@ __all__ = [
     "preferred_slot",
     "stack_name",
 ]
+
 LABEL_BRANCH = "swarm-estate.branch"
 LABEL_CREATED = "swarm-estate.created"
 LABEL_SLOT = "swarm-estate.slot"
@@ -163,9 +164,9 @@ def derive_branch_estate(raw: dict[str, Any], stack: str, now: datetime | None =
     """
     out = copy.deepcopy(raw)
     settings = branch_settings(raw)
+    out.pop("branch", None)  # `branch:` with nothing under it is no branch template
     if settings is None:
         return out
-    del out["branch"]
     name = stack_name(stack.rsplit("/", 1)[-1])
     slots = settings.slot_count()
     if slots == 0:
