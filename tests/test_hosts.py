@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from components import cloudinit as ci
-from components.hosts import Hosts, bootstrap_stdin
+from components.hosts import BOOTSTRAP_SCRIPT, Hosts, bootstrap_stdin
 from components.l4 import L4Pair, l4_profile
 from components.synth import SynthResult
 from tests import schema_check
-from tests.hosts_support import SECRETS, prod_raw, prod_spec, spec_of, synth_hosts, variant
+from tests.hosts_support import SECRETS, prod_raw, prod_spec, run_tool, spec_of, synth_hosts, tool, variant
 
 DOMAIN = "libvirt:index/domain:Domain"
 VOLUME = "libvirt:index/volume:Volume"
@@ -244,6 +244,11 @@ def test_the_docker_substrate_is_not_this_layers_job() -> None:
 
 
 # --- bootstrap-host.sh on a sandboxed root, with the system commands recorded ---------------------
+
+
+def test_bootstrap_script_passes_shellcheck() -> None:
+    result = run_tool([tool("shellcheck"), "--shell=bash", str(BOOTSTRAP_SCRIPT)])
+    assert result.returncode == 0, result.stdout
 
 STUBS = {
     "dpkg-query": 'for a; do p=$a; done; [ -f "$STATE/pkg/$p" ] && echo "install ok installed" || exit 1',
