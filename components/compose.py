@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .compose_model import ComposeFile, ImportedStack, NetworkSpec, NfsVolume, ServiceSpec, VolumeSpec
+from .compose_model import ComposeFile, ImportedStack, NetworkSpec, NfsVolume, SecretSpec, ServiceSpec, VolumeSpec
 from .compose_parse import parse_compose
 from .model import EstateConfigError, EstateSpec, Route, StackSpec, config_path
 
@@ -58,129 +59,175 @@ def nfs_volume(spec: EstateSpec, export_name: str, subpath: str) -> NfsVolume:
     return NfsVolume(server=export.server, device=f":{device}", options=options)
 
 
+@dataclass
+class _Context:
+    """One stack being applied to the estate, and what was found wrong or worth a warning."""
+
+    spec: EstateSpec
+    name: str
+    stack: StackSpec
+    compose: ComposeFile
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def file(self) -> str:
+        return self.compose.file
+
+    def config_error(self, path: tuple[str | int, ...], message: str) -> None:
+        self.problems.append(f"{config_path(('stacks', self.name, *path))}: {message}")
+
+
 def apply_estate(
     spec: EstateSpec, name: str, stack: StackSpec, compose: ComposeFile
 ) -> tuple[ImportedStack | None, list[str]]:
-    problems: list[str] = []
-    warnings = list(compose.warnings)
-    file = compose.file
-    public = spec.public_network.name
-    known_overlays = {public, *(o.name for o in spec.overlays)}
-    networks = dict(compose.networks)
-    if "default" not in networks and any(not s.networks for s in compose.services.values()):
-        networks["default"] = NetworkSpec(key="default")
-    for key, net in networks.items():
-        actual = net.name or key
-        if net.external and actual not in known_overlays:
-            problems.append(
-                f"{file}: networks.{key}: external network {actual!r} is not one the estate creates "
-                f"(known: {', '.join(sorted(known_overlays))}); declare it under the estate's `overlays`"
-            )
-        if not net.external and actual == public:
-            problems.append(
-                f"{file}: networks.{key}: {public} is the estate's shared overlay: declare it external: true"
-            )
-    public_key = next((k for k, n in networks.items() if n.external and (n.name or k) == public), None)
-
-    services = dict(compose.services)
-    for svc_name, routing in stack.services.items():
-        path = ("stacks", name, "services", svc_name)
-        service = services.get(svc_name)
-        if service is None:
-            problems.append(f"{config_path(path)}: {file} has no service {svc_name!r} (it has {', '.join(services)})")
-            continue
-        replicas = routing.replicas if routing.replicas is not None else service.replicas
-        if routing.replicas is not None and service.mode == "global":
-            problems.append(f"{config_path((*path, 'replicas'))}: {svc_name} is a global service (one task per node)")
-        changes: dict[str, object] = {"routing": routing, "replicas": replicas}
-        if routing.dns_names:
-            effective = len(spec.nodes) if service.mode == "global" else (replicas or 1)
-            if effective > 1 and routing.check_uri is None:
-                problems.append(
-                    f"{config_path((*path, 'check_uri'))}: {effective} replicas (from {file}) need a health-check "
-                    "URI, or HAProxy keeps sending requests to a replica that is down"
-                )
-            port = routing.http_port or _compose_port(service)
-            if port is None:
-                problems.append(
-                    f"{config_path((*path, 'http_port'))}: give the HTTP port: {file} publishes "
-                    f"{'several ports' if service.ports else 'no port'} for {svc_name}"
-                )
-            if service.ports:
-                warnings.append(f"{file}: service {svc_name}: ports are not published: L7 routes it through {public}")
-            if service.endpoint_mode == "vip":
-                warnings.append(f"{file}: service {svc_name}: endpoint_mode vip replaced by dnsrr for L7 routing")
-            if public_key is None:
-                public_key = public
-                networks[public] = NetworkSpec(key=public, external=True)
-            nets = dict(service.effective_networks())
-            nets.setdefault(public_key, ())
-            changes.update(networks=nets, endpoint_mode="dnsrr", ports=(), route_port=port)
-            for dns in routing.dns_names:
-                if not (dns == spec.domain or dns.endswith("." + spec.domain)):
-                    warnings.append(
-                        f"{config_path((*path, 'dns_names'))}: {dns} is outside {spec.domain}: set "
-                        f"_acme-challenge.{dns} as a CNAME into {spec.domain}'s ACME zone"
-                    )
-        services[svc_name] = dataclasses.replace(service, **changes)  # type: ignore[arg-type]
-
-    volumes = dict(compose.volumes)
-    exports = {e.name for e in spec.nfs.exports}
-    for vol, nfs in stack.volumes.items():
-        path = ("stacks", name, "volumes", vol)
-        declared = volumes.get(vol)
-        if declared is None:
-            problems.append(f"{config_path(path)}: {file} declares no volume {vol!r}")
-        elif nfs.nfs not in exports:
-            problems.append(f"{config_path((*path, 'nfs'))}: NFS export {nfs.nfs!r} does not exist")
-        elif declared.external or declared.driver or declared.driver_opts:
-            problems.append(f"{config_path(path)}: {file} already gives {vol} a driver or marks it external")
-        else:
-            backing = nfs_volume(spec, nfs.nfs, nfs.subpath)
-            volumes[vol] = dataclasses.replace(declared, nfs=backing)
-            if not nfs.keep_on_removal:
-                warnings.append(
-                    f"{config_path((*path, 'keep_on_removal'))}: swarm-estate never deletes NFS data; removing "
-                    f"the stack leaves {backing.device[1:]} on {backing.server} for you to delete"
-                )
-
-    secrets = dict(compose.secrets)
-    for secret, key in stack.secrets.items():
-        if secret not in secrets:
-            problems.append(f"{config_path(('stacks', name, 'secrets', secret))}: {file} declares no secret {secret!r}")
-        else:
-            secrets[secret] = dataclasses.replace(secrets[secret], config_key=key, file_content=None)
-    for secret, body in secrets.items():
-        if body.file_content is None and body.config_key is None and not body.external:
-            problems.append(
-                f"{config_path(('stacks', name, 'secrets'))}: {file} secret {secret!r} has no content: map it to a "
-                "secret config key here (pulumi config set --secret …)"
-            )
-    for svc_name, service in services.items():
-        for kind, refs, declared in (
-            ("configs", service.configs, compose.configs),
-            ("secrets", service.secrets, secrets),
-        ):
-            for ref in refs:
-                if ref.source in declared and declared[ref.source].external:
-                    problems.append(
-                        f"{file}: service {svc_name}: {kind}: {ref.source!r} is external, but a service needs its "
-                        "Swarm id, which only Pulumi-managed objects have: give its content here instead"
-                    )
-    problems += _name_problems(name, compose)
-    if problems:
-        return None, problems
-    result = ImportedStack(
+    """The compose model plus the stack config: routing, NFS volumes, secret keys, shared overlays."""
+    ctx = _Context(spec, name, stack, compose, warnings=list(compose.warnings))
+    networks = _networks(ctx)
+    services = _route(ctx, networks)
+    volumes = _volumes(ctx)
+    secrets = _secrets(ctx, services)
+    ctx.problems += _name_problems(name, compose)
+    if ctx.problems:
+        return None, ctx.problems
+    imported = ImportedStack(
         name=name,
-        file=file,
+        file=compose.file,
         services=services,
         networks=networks,
         volumes=volumes,
         configs=dict(compose.configs),
         secrets=secrets,
-        warnings=tuple(warnings),
+        warnings=tuple(ctx.warnings),
     )
-    return result, []
+    return imported, []
+
+
+def _networks(ctx: _Context) -> dict[str, NetworkSpec]:
+    """External networks must be overlays the estate creates; everything else is the stack's own."""
+    public = ctx.spec.public_network.name
+    known = {public, *(o.name for o in ctx.spec.overlays)}
+    networks = dict(ctx.compose.networks)
+    if "default" not in networks and any(not s.networks for s in ctx.compose.services.values()):
+        networks["default"] = NetworkSpec(key="default")
+    for key, net in networks.items():
+        actual = net.name or key
+        if net.external and actual not in known:
+            ctx.problems.append(
+                f"{ctx.file}: networks.{key}: external network {actual!r} is not one the estate creates "
+                f"(known: {', '.join(sorted(known))}); declare it under the estate's `overlays`"
+            )
+        if not net.external and actual in known:
+            ctx.problems.append(
+                f"{ctx.file}: networks.{key}: {actual} is one of the estate's shared overlays: "
+                "declare it external: true"
+            )
+    return networks
+
+
+def _route(ctx: _Context, networks: dict[str, NetworkSpec]) -> dict[str, ServiceSpec]:
+    """The seed's rule for a routed service: on haproxy-public, endpoint_mode dnsrr, no published port."""
+    public = ctx.spec.public_network.name
+    public_key = next((k for k, n in networks.items() if n.external and (n.name or k) == public), None)
+    services = dict(ctx.compose.services)
+    for svc_name, routing in ctx.stack.services.items():
+        path = ("services", svc_name)
+        service = services.get(svc_name)
+        if service is None:
+            ctx.config_error(path, f"{ctx.file} has no service {svc_name!r} (it has {', '.join(services)})")
+            continue
+        replicas = routing.replicas if routing.replicas is not None else service.replicas
+        if routing.replicas is not None and service.mode == "global":
+            ctx.config_error((*path, "replicas"), f"{svc_name} is a global service (one task per node)")
+        changes: dict[str, object] = {"routing": routing, "replicas": replicas}
+        if routing.dns_names:
+            effective = len(ctx.spec.nodes) if service.mode == "global" else (replicas or 1)
+            if effective > 1 and routing.check_uri is None:
+                ctx.config_error(
+                    (*path, "check_uri"),
+                    f"{effective} replicas (from {ctx.file}) need a health-check URI, or HAProxy keeps sending "
+                    "requests to a replica that is down",
+                )
+            port = routing.http_port or _compose_port(service)
+            if port is None:
+                ctx.config_error(
+                    (*path, "http_port"),
+                    f"give the HTTP port: {ctx.file} publishes {'several ports' if service.ports else 'no port'} "
+                    f"for {svc_name}",
+                )
+            if service.ports:
+                ctx.warnings.append(
+                    f"{ctx.file}: service {svc_name}: ports are not published: L7 routes it via {public}"
+                )
+            if service.endpoint_mode == "vip":
+                ctx.warnings.append(f"{ctx.file}: service {svc_name}: endpoint_mode vip replaced by dnsrr for L7")
+            if public_key is None:
+                public_key = public
+                networks[public] = NetworkSpec(key=public, external=True, name=public)
+            nets = {**service.effective_networks()}
+            nets.setdefault(public_key, ())
+            changes.update(networks=nets, endpoint_mode="dnsrr", ports=(), route_port=port)
+            for i, dns in enumerate(routing.dns_names):
+                if not (dns == ctx.spec.domain or dns.endswith("." + ctx.spec.domain)):
+                    ctx.warnings.append(
+                        f"{config_path(('stacks', ctx.name, *path, 'dns_names', i))}: {dns} is outside "
+                        f"{ctx.spec.domain}: set _acme-challenge.{dns} as a CNAME into {ctx.spec.domain}'s ACME zone"
+                    )
+        services[svc_name] = dataclasses.replace(service, **changes)  # type: ignore[arg-type]
+    return services
+
+
+def _volumes(ctx: _Context) -> dict[str, VolumeSpec]:
+    volumes = dict(ctx.compose.volumes)
+    exports = {e.name for e in ctx.spec.nfs.exports}
+    for vol, nfs in ctx.stack.volumes.items():
+        path = ("volumes", vol)
+        declared = volumes.get(vol)
+        if declared is None:
+            ctx.config_error(path, f"{ctx.file} declares no volume {vol!r}")
+        elif nfs.nfs not in exports:
+            ctx.config_error((*path, "nfs"), f"NFS export {nfs.nfs!r} does not exist")
+        elif declared.external or declared.driver or declared.driver_opts:
+            ctx.config_error(path, f"{ctx.file} already gives {vol} a driver or marks it external")
+        else:
+            backing = nfs_volume(ctx.spec, nfs.nfs, nfs.subpath)
+            volumes[vol] = dataclasses.replace(declared, nfs=backing)
+            if not nfs.keep_on_removal:
+                ctx.warnings.append(
+                    f"{config_path(('stacks', ctx.name, *path, 'keep_on_removal'))}: swarm-estate never deletes NFS "
+                    f"data; removing the stack leaves {backing.device[1:]} on {backing.server} for you to delete"
+                )
+    return volumes
+
+
+def _secrets(ctx: _Context, services: dict[str, ServiceSpec]) -> dict[str, SecretSpec]:
+    secrets = dict(ctx.compose.secrets)
+    for secret, key in ctx.stack.secrets.items():
+        if secret not in secrets:
+            ctx.config_error(("secrets", secret), f"{ctx.file} declares no secret {secret!r}")
+        else:
+            # The stack config wins over the file's own source (a local dev file, or external).
+            secrets[secret] = dataclasses.replace(
+                secrets[secret], config_key=key, file_content=None, external=False, name=None
+            )
+    for secret, body in secrets.items():
+        if body.file_content is None and body.config_key is None and not body.external:
+            ctx.config_error(
+                ("secrets",),
+                f"{ctx.file} secret {secret!r} has no content: map it to a secret config key here "
+                "(pulumi config set --secret …)",
+            )
+    declared_by_kind = {"configs": ctx.compose.configs, "secrets": secrets}
+    for svc_name, service in services.items():
+        for kind, refs in (("configs", service.configs), ("secrets", service.secrets)):
+            declared = declared_by_kind[kind]
+            for ref in refs:
+                if ref.source in declared and declared[ref.source].external:
+                    ctx.problems.append(
+                        f"{ctx.file}: service {svc_name}: {kind}: {ref.source!r} is external, but a service needs "
+                        "its Swarm id, which only Pulumi-managed objects have: give its content instead"
+                    )
+    return secrets
 
 
 _SWARM_NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9_.-]*[a-zA-Z0-9])?$")

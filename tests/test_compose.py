@@ -299,3 +299,24 @@ def test_names_swarm_would_refuse_are_errors(tmp_path: Path):
         f"stacks/app/docker-compose.yml: service {long}: the Swarm service name 'app_{long}' must be at most 63 "
         "letters, digits, '-', '_' or '.'"
     ]
+
+
+def test_stack_config_secret_wins_over_an_external_one(tmp_path: Path):
+    compose = "services:\n  web:\n    image: nginx\n    secrets: [token]\nsecrets:\n  token: {external: true}\n"
+    project = _project(tmp_path, compose)
+    assert _problems(_estate({}), project) == [
+        "stacks/app/docker-compose.yml: service web: secrets: 'token' is external, but a service needs its Swarm id, "
+        "which only Pulumi-managed objects have: give its content instead"
+    ]
+    stack = import_stacks(load_estate(_estate({"secrets": {"token": "appToken"}})), project)["app"]
+    assert (stack.secrets["token"].config_key, stack.secrets["token"].external) == ("appToken", False)
+
+
+def test_a_private_network_may_not_take_a_shared_overlays_name(tmp_path: Path):
+    project = _project(
+        tmp_path, "services:\n  web:\n    image: nginx\n    networks: [haproxy-public]\nnetworks:\n  haproxy-public:\n"
+    )
+    assert _problems(_estate({}), project) == [
+        "stacks/app/docker-compose.yml: networks.haproxy-public: haproxy-public is one of the estate's shared "
+        "overlays: declare it external: true"
+    ]
