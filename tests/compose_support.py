@@ -7,6 +7,7 @@ shape (durations in ns, sizes in bytes, CPUs in nano-CPUs, Docker's documented d
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,18 @@ import yaml
 
 from components.compose_model import ComposeFile, ServiceSpec, parse_duration
 
-DOCKER = "/usr/local/bin/docker"
+
+def _docker_cli() -> str:
+    """A Docker CLI that has `docker stack config` (20.10's Debian build does not; /usr/local/bin's does)."""
+    for candidate in ("/usr/local/bin/docker", shutil.which("docker")):
+        if candidate and Path(candidate).exists():
+            probe = subprocess.run([candidate, "stack", "config", "--help"], capture_output=True, text=True, timeout=30)
+            if probe.returncode == 0 and "--compose-file" in probe.stdout:
+                return candidate
+    raise RuntimeError("no Docker CLI with `docker stack config` (the compose reference): install a recent docker CLI")
+
+
+DOCKER = _docker_cli()
 
 
 def docker_stack_config(file: Path, variables: dict[str, str]) -> tuple[int, Any, str]:
