@@ -108,7 +108,7 @@ def _networks(ctx: _Context) -> dict[str, NetworkSpec]:
     public = ctx.spec.public_network.name
     known = {public, *(o.name for o in ctx.spec.overlays)}
     networks = dict(ctx.compose.networks)
-    if "default" not in networks and any(not s.networks for s in ctx.compose.services.values()):
+    if "default" not in networks and any("default" in s.effective_networks() for s in ctx.compose.services.values()):
         networks["default"] = NetworkSpec(key="default")
     for key, net in networks.items():
         actual = net.name or key

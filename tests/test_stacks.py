@@ -306,3 +306,17 @@ def test_every_compose_feature_passes_the_provider_schema():
     result = deploy(raw, Path(__file__).resolve().parent / "compose_cases")
     assert [p for r in result.resources for p in schema_check.problems(r)] == []
     assert len(result.by_type(SERVICE)) == 4
+
+
+def test_an_undeclared_default_network_named_by_a_service_is_the_stacks_own(tmp_path: Path):
+    compose = (
+        "services:\n  a:\n    image: a\n    networks: [default]\n"
+        "  b:\n    image: b\n    networks: {default: {aliases: [bee]}}\n"
+    )
+    result = deploy(_estate({}), _project(tmp_path, compose))
+    (network,) = [r for r in result.by_type(NETWORK) if r["parent"] == "app"]
+    assert network["inputs"]["name"] == "app_default"
+    found = services(result)
+    assert found["app_b"]["inputs"]["taskSpec"]["networksAdvanceds"] == [
+        {"aliases": ["b", "bee"], "id": "app-net-default-id"}
+    ]
