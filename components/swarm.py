@@ -1,0 +1,311 @@
+"""Swarm layer: init, join, labels, availability, role and graceful removal of every node.
+
+Each host step is a small POSIX script under `components/scripts/`, run over SSH (libvirt and
+existing hosts) or with `docker exec` (docker-in-docker nodes). Per node the layer registers:
+
+  registration (on the first manager)  create: check the manager   delete: `docker node rm`
+  join         (on the node)           create: join the swarm      delete: leave the swarm
+  membership   (on the first manager)  create: labels/availability/role   delete: drain, wait, demote
+
+join depends on registration and membership on join, so when a node disappears from the model
+Pulumi deletes them in the reverse order: drain/demote, then leave, then remove the entry.
+Every join depends only on init and on its own host: the graph does not deepen with more workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pulumi
+import pulumi_command as command
+import pulumi_docker as docker
+
+from .hosts import HostRecord
+from .model import EstateSpec, Node
+from .model.proxy import Overlay
+from .secrets import SecretSource
+
+SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
+SWARM_PORT = 2377
+DRAIN_TIMEOUT_S = 120
+LEAVE_TIMEOUT_S = 60
+# Marks the networks this estate created, so an operator can tell them from hand-made ones.
+ESTATE_LABEL = "swarm-estate.estate"
+
+EnvValue = str | pulumi.Output[str]
+HostCommand = command.local.Command | command.remote.Command
+
+
+# --- pure helpers: scripts, command lines, environments --------------------------------------
+
+
+@cache
+def script_text(name: str) -> str:
+    path = SCRIPTS_DIR / name
+    if not path.is_file():
+        raise FileNotFoundError(f"host script {name!r} is missing from {SCRIPTS_DIR}")
+    return path.read_text()
+
+
+def script_hash(name: str) -> str:
+    """Content hash carried as a trigger, so editing a script re-runs the commands that use it."""
+    return hashlib.sha256(script_text(name).encode()).hexdigest()[:16]
+
+
+def script_command(name: str, env: Mapping[str, str]) -> str:
+    """The shell command line that runs script `name` with `env` on a host.
+
+    Variables travel on the command line (`env K=V … sh -c '<script>'`), not through the SSH
+    session: sshd drops variables it was not told to AcceptEnv.
+    """
+    assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
+    return f"env {assigns} sh -c {shlex.quote(script_text(name))} {name}"
+
+
+def in_container(container: str, line: str) -> str:
+    """Wrap a host command line so it runs inside a docker-in-docker node container."""
+    return f"docker exec {shlex.quote(container)} {line}"
+
+
+def parse_kv(stdout: str) -> dict[str, str]:
+    """`key=value` lines of a script's output (other lines are ignored)."""
+    out = {}
+    for line in stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key and " " not in key:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def labels_arg(labels: Mapping[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def init_env(spec: EstateSpec, node: Node) -> dict[str, str]:
+    env = {"ADVERTISE_ADDR": str(node.address), "DATA_PATH_PORT": str(spec.swarm.data_path_port)}
+    if spec.swarm.default_addr_pool:
+        env["DEFAULT_ADDR_POOL"] = " ".join(str(p) for p in spec.swarm.default_addr_pool)
+    if spec.swarm.default_addr_pool_mask_length is not None:
+        env["DEFAULT_ADDR_POOL_MASK_LENGTH"] = str(spec.swarm.default_addr_pool_mask_length)
+    return env
+
+
+def join_env(spec: EstateSpec, node: Node, first: Node) -> dict[str, str]:
+    """Everything the join script needs except the token and the cluster id (Outputs)."""
+    return {
+        "ADVERTISE_ADDR": str(node.address),
+        "MANAGER_ADDR": str(first.address),
+        "MANAGER_ADDRS": " ".join(str(m.address) for m in spec.managers),
+    }
+
+
+def node_env(spec: EstateSpec, node: Node) -> dict[str, str]:
+    """The declared state of one node, for swarm-node.sh (NODE, the node id, is added later)."""
+    return {
+        "ROLE": node.role,
+        "AVAILABILITY": node.availability,
+        "LABELS": labels_arg(node.labels),
+        "OWNED_PREFIXES": " ".join(spec.swarm.owned_label_prefixes),
+        "DRAIN_TIMEOUT": str(DRAIN_TIMEOUT_S),
+    }
+
+
+def removal_env(node: Node) -> dict[str, str]:
+    return {"NODE_ADDR": str(node.address), "NODE_NAME": node.name, "LEAVE_TIMEOUT": str(LEAVE_TIMEOUT_S)}
+
+
+def provider_host(spec: EstateSpec, record: HostRecord) -> str:
+    """Where the swarm's docker provider reaches a manager engine."""
+    if record.container is not None:
+        return f"tcp://127.0.0.1:{spec.docker.api_port}"
+    return f"ssh://{record.node.ssh_user}@{record.node.address}:{spec.ssh.port}"
+
+
+def overlay_network_args(spec: EstateSpec, overlay: Overlay) -> docker.NetworkArgs:
+    return docker.NetworkArgs(
+        name=overlay.name,
+        driver="overlay",
+        attachable=overlay.attachable,
+        ipam_configs=[docker.NetworkIpamConfigArgs(subnet=str(overlay.subnet))] if overlay.subnet else None,
+        # The overlay driver reads `encrypted` as a flag: its presence turns IPsec on.
+        options={"encrypted": "true"} if overlay.encrypted else None,
+        labels=[docker.NetworkLabelArgs(label=ESTATE_LABEL, value=spec.name)],
+    )
+
+
+# --- the component ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterArgs:
+    spec: EstateSpec
+    hosts: Sequence[HostRecord]
+    secrets: SecretSource
+
+
+class Cluster(pulumi.ComponentResource):
+    """The swarm over the hosts: membership converges to the model on every `pulumi up`."""
+
+    cluster_id: pulumi.Output[str]
+    manager_token: pulumi.Output[str]
+    worker_token: pulumi.Output[str]
+    node_ids: dict[str, pulumi.Output[str]]
+    provider: docker.Provider
+    public_network: docker.Network
+    overlays: dict[str, docker.Network]
+
+    def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("swarm-estate:swarm:Cluster", name, None, opts)
+        self._name = name
+        self._spec = spec = args.spec
+        records = {r.node.name: r for r in args.hosts}
+        if not spec.managers or spec.managers[0].name not in records:
+            raise ValueError("the swarm layer needs a host record for the first manager of the model")
+        missing = [n.name for n in spec.nodes if n.name not in records]
+        if missing:
+            raise ValueError(
+                f"no host record for node(s) {', '.join(missing)}: the hosts layer must hand over every node"
+            )
+        first = records[spec.managers[0].name]
+        self._manager = first
+
+        init = self._command(
+            f"{name}-init",
+            first,
+            create=script_command("swarm-init.sh", init_env(spec, first.node)),
+            triggers=[script_hash("swarm-init.sh")],
+            depends_on=list(first.ready),
+            secret_stdout=True,
+        )
+        init_out = init.stdout.apply(parse_kv)
+        self.manager_token = pulumi.Output.secret(init_out.apply(lambda kv: kv.get("manager_token", "")))
+        self.worker_token = pulumi.Output.secret(init_out.apply(lambda kv: kv.get("worker_token", "")))
+        # Neither the id nor the node id is a credential; unsecret them so they stay readable.
+        self.cluster_id = pulumi.Output.unsecret(init_out.apply(lambda kv: kv.get("cluster_id", "")))
+
+        self.node_ids = {}
+        for node in spec.nodes:
+            record = records[node.name]
+            if node.name == first.node.name:
+                node_id = pulumi.Output.unsecret(init_out.apply(lambda kv: kv.get("node_id", "")))
+                joined = init
+            else:
+                joined = self._join(node, record, init)
+                node_id = joined.stdout.apply(lambda out: parse_kv(out).get("node_id", ""))
+            self._membership(node, node_id, joined)
+            self.node_ids[node.name] = node_id
+
+        self.provider = docker.Provider(
+            f"{name}-provider",
+            host=provider_host(spec, first),
+            ssh_opts=["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"] if first.container is None else None,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[init]),
+        )
+        net_opts = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[init])
+        self.public_network = docker.Network(
+            f"{name}-net-{spec.public_network.name}", overlay_network_args(spec, spec.public_network), opts=net_opts
+        )
+        self.overlays = {
+            o.name: docker.Network(f"{name}-net-{o.name}", overlay_network_args(spec, o), opts=net_opts)
+            for o in spec.overlays
+        }
+        self.register_outputs(
+            {
+                "cluster_id": self.cluster_id,
+                "manager_token": self.manager_token,
+                "worker_token": self.worker_token,
+                "node_ids": self.node_ids,
+                "public_network": self.public_network.name,
+            }
+        )
+
+    def _join(self, node: Node, record: HostRecord, init: HostCommand) -> HostCommand:
+        spec, name = self._spec, self._name
+        registration = self._command(
+            f"{name}-{node.name}-registration",
+            self._manager,
+            create=script_command("swarm-manager-check.sh", {}),
+            delete=script_command("swarm-node-rm.sh", removal_env(node)),
+            triggers=[script_hash("swarm-manager-check.sh"), script_hash("swarm-node-rm.sh")],
+            depends_on=[init],
+        )
+        token = self.manager_token if node.role == "manager" else self.worker_token
+        create = pulumi.Output.all(token, self.cluster_id).apply(
+            lambda tc: script_command(
+                "swarm-join.sh",
+                {**join_env(spec, node, self._manager.node), "JOIN_TOKEN": tc[0], "CLUSTER_ID": tc[1]},
+            )
+        )
+        return self._command(
+            f"{name}-{node.name}-join",
+            record,
+            create=pulumi.Output.secret(create),
+            delete=script_command("swarm-leave.sh", {}),
+            triggers=[script_hash("swarm-join.sh"), script_hash("swarm-leave.sh")],
+            depends_on=[registration, *record.ready],
+        )
+
+    def _membership(self, node: Node, node_id: pulumi.Output[str], joined: pulumi.Resource) -> None:
+        env = node_env(self._spec, node)
+        self._command(
+            f"{self._name}-{node.name}-membership",
+            self._manager,
+            create=node_id.apply(lambda nid: script_command("swarm-node.sh", {**env, "NODE": nid})),
+            delete=node_id.apply(lambda nid: script_command("swarm-node-drain.sh", {**env, "NODE": nid})),
+            triggers=[script_hash("swarm-node.sh"), script_hash("swarm-node-drain.sh")],
+            depends_on=[joined],
+        )
+
+    def _command(
+        self,
+        resource_name: str,
+        record: HostRecord,
+        *,
+        create: EnvValue,
+        triggers: list[str],
+        depends_on: list[pulumi.Resource],
+        delete: EnvValue | None = None,
+        secret_stdout: bool = False,
+    ) -> HostCommand:
+        """One host step. `update` repeats `create` so a trigger change re-runs the (idempotent)
+        script in place; without it the provider would replace the resource and run its delete."""
+        opts = pulumi.ResourceOptions(
+            parent=self,
+            depends_on=depends_on,
+            additional_secret_outputs=["stdout"] if secret_stdout else None,
+        )
+        # Scripts say what they did on stderr; stdout may carry tokens.
+        logging = "stderr" if secret_stdout else "stdoutAndStderr"
+        if record.container is not None:
+            container = record.container
+
+            def wrap(line: EnvValue) -> pulumi.Output[str]:
+                return pulumi.Output.from_input(line).apply(lambda c: in_container(container, c))
+
+            return command.local.Command(
+                resource_name,
+                create=wrap(create),
+                update=wrap(create),
+                delete=None if delete is None else wrap(delete),
+                environment={"DOCKER_HOST": self._spec.docker.engine_host},
+                triggers=triggers,
+                logging=logging,  # type: ignore[arg-type]
+                opts=opts,
+            )
+        if record.connection is None:
+            raise ValueError(f"host record of {record.node.name} has neither an SSH connection nor a container")
+        return command.remote.Command(
+            resource_name,
+            connection=record.connection,
+            create=create,
+            update=create,
+            delete=delete,
+            triggers=triggers,
+            logging=logging,  # type: ignore[arg-type]
+            opts=opts,
+        )
