@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -179,3 +180,80 @@ def test_the_pulumi_cli_matches_the_sdk() -> None:
             for step in _pulumi_steps(job):
                 assert step["uses"] == "pulumi/actions@v6"
                 assert step["with"]["pulumi-version"] == "${{ env.PULUMI_VERSION }}"
+
+
+PREVIEW = """Previewing update (prod)
+
+     Type                                 Name                   Plan       Info
+     pulumi:pulumi:Stack                  swarm-estate-prod
+ +   ├─ docker:index/service:Service      conductor-ui           create
+ ~   └─ command:remote:Command            docker-swarm1-labels   update     [diff: ~triggers]
+
+Resources:
+    + 1 to create
+    ~ 1 to update
+    2 changes. 41 unchanged
+
+Duration: 7s
+"""
+
+HARNESS = """
+const fs = require('fs');
+const calls = [];
+const existing = JSON.parse(process.env.EXISTING);
+const github = {
+  paginate: async () => existing,
+  rest: { issues: {
+    listComments: 'listComments',
+    createComment: async (args) => calls.push({ op: 'create', ...args }),
+    updateComment: async (args) => calls.push({ op: 'update', ...args }),
+  } },
+};
+const context = { repo: { owner: 'o', repo: 'r' }, issue: { number: 7 } };
+const AsyncFunction = Object.getPrototypeOf(async function () {}).constructor;
+const script = fs.readFileSync(process.env.SCRIPT, 'utf8');
+new AsyncFunction('require', 'github', 'context', script)(require, github, context)
+  .then(() => process.stdout.write(JSON.stringify(calls)))
+  .catch((e) => { console.error(e); process.exit(1); });
+"""
+
+
+def run_comment_script(tmp_path: Path, preview: str | None, existing: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    node = shutil.which("node")
+    assert node, "node is missing (apt-get install nodejs): the PR comment script cannot be tested"
+    steps = load("pull-request.yml")["jobs"]["preview-prod"]["steps"]
+    comment = next(s for s in steps if s.get("uses", "").startswith("actions/github-script@"))
+    (tmp_path / "comment.js").write_text(comment["with"]["script"])
+    (tmp_path / "harness.js").write_text(HARNESS)
+    if preview is not None:
+        (tmp_path / "preview.txt").write_text(preview)
+    env = {"PATH": "/usr/bin:/bin", "SCRIPT": str(tmp_path / "comment.js"), "EXISTING": json.dumps(existing)}
+    env["OUTCOME"] = "success" if preview else "failure"
+    out = subprocess.run([node, "harness.js"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_the_preview_comment_puts_the_summary_first_and_folds_the_rest(tmp_path: Path) -> None:
+    (call,) = run_comment_script(tmp_path, PREVIEW, [])
+    assert call["op"] == "create" and call["issue_number"] == 7
+    body = call["body"]
+    summary, details = body.split("<details>", 1)
+    assert "+ 1 to create\n~ 1 to update\n2 changes. 41 unchanged" in summary
+    assert "conductor-ui" not in summary and "Duration" not in summary
+    assert "conductor-ui" in details and details.rstrip().endswith("</details>")
+
+
+def test_the_preview_comment_is_edited_in_place_and_bounded(tmp_path: Path) -> None:
+    marker = "<!-- swarm-estate:preview-prod -->"
+    existing = [{"id": 1, "body": "a human's comment"}, {"id": 42, "body": marker + "\nold preview"}]
+    huge = PREVIEW.replace("Resources:", "x" * 200_000 + "\nResources:")
+    (call,) = run_comment_script(tmp_path, huge, existing)
+    assert call["op"] == "update" and call["comment_id"] == 42
+    assert len(call["body"]) < 65_536, "GitHub refuses comments over 65536 characters"
+    assert "+ 1 to create" in call["body"].split("<details>", 1)[0]
+
+
+def test_a_failed_preview_still_gets_a_comment(tmp_path: Path) -> None:
+    (call,) = run_comment_script(tmp_path, None, [])
+    assert "failure" in call["body"] and "no resource summary" in call["body"]
