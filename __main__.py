@@ -1,19 +1,22 @@
 """swarm-estate: the whole Docker Swarm estate, from the stack config `swarm-estate:estate`."""
 
+from pathlib import Path
+
 import pulumi
 
-from components.estate import Estate, EstateArgs
-from components.model import format_violation, load_estate
+from components.estate import Estate, EstateArgs, prepare
 from components.secrets import SecretSource
 
 config = pulumi.Config()
-# Everything is validated here, before the first resource is registered: a bad config
-# fails `pulumi preview` with the config path and the rule, and nothing is half-applied.
-spec = load_estate(config.require_object("estate"))
-for warning in spec.warnings:
-    pulumi.log.warn(format_violation(warning))
+# Everything is read and validated here, before the first resource is registered: a bad
+# config or compose file fails `pulumi preview` with its path and rule; nothing is half-applied.
+prepared = prepare(config.require_object("estate"), Path(__file__).resolve().parent)
+for warning in prepared.warnings:
+    pulumi.log.warn(warning)
 
-estate = Estate(spec.name, EstateArgs(spec=spec, secrets=SecretSource(config)))
+estate = Estate(
+    prepared.spec.name, EstateArgs(spec=prepared.spec, secrets=SecretSource(config), stacks=prepared.stacks)
+)
 
 pulumi.export("manager_addresses", estate.manager_addresses)
 pulumi.export("l4_virtual_ip", estate.l4_virtual_ip)

@@ -2,56 +2,64 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pulumi
 
 from . import artifacts
+from .compose import import_stacks
+from .compose_model import ImportedStack
 from .diagram import render_mermaid
 from .dind import DockerNodes, DockerNodesArgs
 from .hosts import HostRecord
-from .model import EstateSpec, Route
+from .model import EstateSpec, format_violation, load_estate
 from .secrets import SecretSource
+from .stacks import routes
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything read and validated before the first resource is registered."""
+
+    spec: EstateSpec
+    stacks: dict[str, ImportedStack]
+    warnings: list[str]
+
+
+def prepare(raw: Any, project_dir: Path) -> Prepared:
+    """Stack config -> validated model + imported compose files; raises EstateConfigError."""
+    spec = load_estate(raw)
+    stacks = import_stacks(spec, project_dir)
+    warnings = [format_violation(w) for w in spec.warnings]
+    warnings += [w for stack in stacks.values() for w in stack.warnings]
+    return Prepared(spec=spec, stacks=stacks, warnings=list(dict.fromkeys(warnings)))
 
 
 @dataclass(frozen=True)
 class EstateArgs:
     spec: EstateSpec
     secrets: SecretSource
-    routes: tuple[Route, ...] = ()
-
-
-def provisional_routes(spec: EstateSpec) -> tuple[Route, ...]:
-    """Routes from the stack config alone, for when no compose file has been read."""
-    return tuple(
-        Route(
-            stack=stack,
-            service=service,
-            dns_names=tuple(routing.dns_names),
-            port=routing.http_port or 80,
-            replicas=routing.replicas or 1,
-            routing=routing,
-        )
-        for stack, stack_spec in spec.stacks.items()
-        for service, routing in stack_spec.services.items()
-        if routing.dns_names
-    )
+    stacks: Mapping[str, ImportedStack] = field(default_factory=dict)
 
 
 class Estate(pulumi.ComponentResource):
     manager_addresses: pulumi.Output[list[str]]
     public_urls: pulumi.Output[list[str]]
     l4_virtual_ip: pulumi.Output[str | None]
+    l7_entrypoints: pulumi.Output[list[str]]
 
     def __init__(self, name: str, args: EstateArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("swarm-estate:estate:Estate", name, None, opts)
         spec = args.spec
-        routes = args.routes or provisional_routes(spec)
-        artifacts.publish("estate.mmd", render_mermaid(spec, routes))
+        self.routes = routes(spec, args.stacks)
+        artifacts.publish("estate.mmd", render_mermaid(spec, self.routes))
         child = pulumi.ResourceOptions(parent=self)
 
         self.hosts: list[HostRecord] = []
-        self.l7_entrypoints: pulumi.Output[list[str]] = pulumi.Output.from_input([])
+        self.l7_entrypoints = pulumi.Output.from_input([])
         if spec.substrate == "docker":
             nodes = DockerNodes(f"{name}-nodes", DockerNodesArgs(spec=spec), child)
             self.hosts = nodes.records
@@ -59,7 +67,7 @@ class Estate(pulumi.ComponentResource):
 
         self.manager_addresses = pulumi.Output.from_input([str(n.address) for n in spec.managers])
         self.public_urls = pulumi.Output.from_input(
-            sorted(f"https://{dns}/" for route in routes for dns in route.dns_names)
+            sorted(f"https://{dns}/" for route in self.routes for dns in route.dns_names)
         )
         self.l4_virtual_ip = pulumi.Output.from_input(
             str(spec.l4.virtual_ip) if spec.l4.enabled and spec.l4.virtual_ip else None
