@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 import yaml
@@ -71,14 +71,12 @@ class HostProfile:
     # systemd units to enable and (re)start once packages and files are in place.
     services: tuple[Service, ...] = ()
     docker_user: bool = False
-    extra_commands: tuple[tuple[str, ...], ...] = field(default_factory=tuple)
 
     def digest(self) -> str:
         """Content hash of the profile: changes whenever anything the host receives changes."""
         blob = json.dumps(
             [self.hostname, self.packages, [(f.path, f.content, f.permissions) for f in self.files],
-             [m.fstab_line() for m in self.mounts], [(s.word(), s.reload) for s in self.services], self.docker_user,
-             self.extra_commands],
+             [m.fstab_line() for m in self.mounts], [(s.word(), s.reload) for s in self.services], self.docker_user],
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()
@@ -291,7 +289,6 @@ def render_user_data(spec: EstateSpec, profile: HostProfile, digest: str | None 
     for m in profile.mounts:
         # mounts runs before packages (the NFS helper) are installed; mount again now they are.
         runcmd.append(["sh", "-c", f"mountpoint -q {m.target} || mount {m.target}"])
-    runcmd += [list(c) for c in profile.extra_commands]
     runcmd.append(["sh", "-c", ready_marker_command(digest or profile.digest())])
     doc["runcmd"] = runcmd
     return "#cloud-config\n" + _dump(doc)
