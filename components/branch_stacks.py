@@ -81,6 +81,7 @@ class Pin:
     branch: str
     allocation: Allocation
     created: datetime
+    moved_from: int | None = None  # the slot an older stack also holds, which this one left
 
     def tags(self) -> dict[str, str]:
         return {TAG_BRANCH: self.branch, TAG_SLOT: str(self.allocation.slot), TAG_CREATED: iso(self.created)}
@@ -95,15 +96,27 @@ class Pin:
 
 
 def pin_plan(stack: str, branch: str, stacks: list[StackInfo], slots: int, now: datetime) -> Pin:
-    """Keep what the stack already holds; otherwise take a free slot and the current time."""
+    """Keep what the stack already holds; otherwise take a free slot and the current time.
+
+    Two pipelines pinning at the same moment can both pick one free slot (the backend has no
+    lock for this). The engine then refuses the second one's network, and on its next run the
+    younger stack moves on, so the clash cannot outlive one failed run.
+    """
     own = next((s for s in stacks if s.name == stack), None)
-    taken = {s.name: s.slot for s in stacks if s.name != stack and s.branch is not None and s.slot is not None}
-    if own is not None and own.slot is not None and own.slot < slots:
-        allocation = Allocation(stack, own.slot, own.slot)
-    else:
-        allocation = allocate_slot(stack, slots, taken)
+    others = [s for s in stacks if s.name != stack and s.branch is not None and s.slot is not None]
+    taken = {s.name: s.slot for s in others if s.slot is not None}
     created = own.created if own is not None and own.created is not None else now
-    return Pin(stack, branch, allocation, created)
+    if own is None or own.slot is None or own.slot >= slots:
+        return Pin(stack, branch, allocate_slot(stack, slots, taken), created)
+    if _younger_twin(own, created, others):
+        return Pin(stack, branch, allocate_slot(stack, slots, taken), created, moved_from=own.slot)
+    return Pin(stack, branch, Allocation(stack, own.slot, own.slot), created)
+
+
+def _younger_twin(own: StackInfo, created: datetime, others: list[StackInfo]) -> bool:
+    """Does an older stack hold the same slot?"""
+    far_future = datetime.max.replace(tzinfo=UTC)
+    return any(o.slot == own.slot and (o.created or far_future, o.name) < (created, own.name) for o in others)
 
 
 def template_slots(template: Path = TEMPLATE) -> int:
@@ -167,7 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     except (PulumiCliMissingError, BranchPoolExhausted, EstateConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if plan.allocation.collided_with:
+    if plan.moved_from is not None:
+        print(
+            f"::warning::slot collision: {args.stack} and an older branch stack were both given slot "
+            f"{plan.moved_from}; {args.stack} moves to slot {plan.allocation.slot}",
+            file=sys.stderr,
+        )
+    elif plan.allocation.collided_with:
         print(f"::warning::slot collision: {plan.allocation.report()}", file=sys.stderr)
     print(plan.allocation.report())
     return 0

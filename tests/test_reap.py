@@ -219,3 +219,14 @@ def test_pin_refuses_a_stack_that_is_not_the_branch_s(tmp_path: Path) -> None:
 def test_pin_without_the_pulumi_cli_says_so(tmp_path: Path) -> None:
     out = run_pin("feature-a", "--branch", "feature-a", path=str(tmp_path))
     assert out.returncode == 2 and "Pulumi CLI is not installed" in out.stderr
+
+
+def test_of_two_stacks_pinned_to_one_slot_at_once_the_younger_moves() -> None:
+    older = StackInfo("feature-a", branch="feature/a", slot=5, created=NOW - timedelta(minutes=2))
+    younger = StackInfo("feature-b", branch="feature/b", slot=5, created=NOW - timedelta(minutes=1))
+    moved = pin_plan("feature-b", "feature/b", [older, younger], 16, NOW)
+    kept = pin_plan("feature-a", "feature/a", [older, younger], 16, NOW)
+    assert kept.allocation.slot == 5
+    assert moved.allocation.slot != 5 and moved.moved_from == 5
+    assert kept.moved_from is None
+    assert moved.created == younger.created, "moving slot does not make the stack younger"
