@@ -43,8 +43,10 @@ def tool(name: str) -> str:
     return path
 
 
-def run_tool(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+def run_tool(
+    args: list[str], timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False, env=env)
 
 
 def variant(

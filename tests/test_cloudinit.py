@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +182,94 @@ def test_mac_addresses_are_stable_and_distinct() -> None:
     assert len(set(macs)) == len(macs)
     assert all(m.startswith("52:54:00:") for m in macs)
     assert macs == [ci.mac_address(prod_spec(), n.name) for n in spec.nodes] + macs[len(spec.nodes):]
+
+
+# Runs as root of a private user+network namespace (the "node"), with a veth to a second namespace
+# (the "peer") that holds one address inside the node subnet and one outside it.
+FIREWALL_LAB = r"""
+set -eu
+ip link set lo up
+unshare -n sleep 60 &
+peer=$!
+trap 'kill $peer' EXIT
+for _ in $(seq 50); do [ "$(readlink /proc/$peer/ns/net)" != "$(readlink /proc/self/ns/net)" ] && break; sleep 0.1; done
+ip link add v0 type veth peer name v1 netns /proc/$peer/ns/net
+ip addr add 10.20.0.10/24 dev v0
+ip addr add 192.168.9.1/24 dev v0
+ip link set v0 up
+nsenter --net=/proc/$peer/ns/net sh -c \
+  'ip link set lo up; ip addr add 10.20.0.99/24 dev v1; ip addr add 192.168.9.2/24 dev v1; ip link set v1 up'
+if [ -n "${RULES:-}" ]; then nft -f "$RULES"; fi
+"$PY" "$LAB/listen.py" "$LAB/heard-$ROUND" & listener=$!
+sleep 0.5
+nsenter --net=/proc/$peer/ns/net "$PY" "$LAB/probe.py" > "$LAB/probed-$ROUND"
+sleep 0.3
+kill $listener
+"""
+
+LISTEN = r"""
+import select, socket, sys
+socks = []
+for port in (2375, 2376, 2377, 7946, 8080):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", port)); s.listen()
+    socks.append(s)
+udp = []
+for port in (4789, 7946, 9999):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", port)); udp.append(u)
+out = open(sys.argv[1], "w", buffering=1)
+while True:
+    ready, _, _ = select.select(socks + udp, [], [])
+    for s in ready:
+        if s in udp:
+            data, (src, _) = s.recvfrom(100)
+            out.write(f"udp {s.getsockname()[1]} {src}\n")
+        else:
+            s.accept()[0].close()
+"""
+
+PROBE = r"""
+import socket
+for dst in ("10.20.0.10", "192.168.9.1"):
+    for port in (2375, 2376, 2377, 7946, 8080):
+        s = socket.socket(); s.settimeout(0.5)
+        try:
+            s.connect((dst, port)); print(f"tcp {port} {dst} open")
+        except OSError:
+            print(f"tcp {port} {dst} blocked")
+        s.close()
+    for port in (4789, 7946, 9999):
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto(b"x", (dst, port)); u.close()
+"""
+
+
+def test_firewall_really_limits_swarm_ports_to_the_node_subnet(tmp_path: Path) -> None:
+    """Load the generated ruleset in a throwaway network namespace and knock on every port.
+
+    Round 0 runs without the rules (everything reachable: the lab works), round 1 with them.
+    """
+    rules = tmp_path / "firewall.nft"
+    rules.write_text(ci.firewall_rules(prod_spec()))
+    (tmp_path / "listen.py").write_text(LISTEN)
+    (tmp_path / "probe.py").write_text(PROBE)
+    for name in ("nft", "ip", "nsenter", "unshare"):
+        tool(name)
+    for round_ in (0, 1):
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PY": sys.executable, "LAB": str(tmp_path)}
+        env["ROUND"] = str(round_)
+        if round_:
+            env["RULES"] = str(rules)
+        result = run_tool(["unshare", "-rn", "bash", "-c", FIREWALL_LAB], env=env)
+        assert result.returncode == 0, result.stderr
+    tcp = {round_: set((tmp_path / f"probed-{round_}").read_text().splitlines()) for round_ in (0, 1)}
+    udp = {round_: set((tmp_path / f"heard-{round_}").read_text().splitlines()) for round_ in (0, 1)}
+    inside, outside = "10.20.0.10", "192.168.9.1"
+    assert all(line.endswith("open") for line in tcp[0]) and len(tcp[0]) == 10
+    assert len(udp[0]) == 6
+    assert tcp[1] == {
+        f"tcp 2375 {inside} blocked", f"tcp 2375 {outside} blocked",  # the Docker API: never, from anywhere
+        f"tcp 2376 {inside} blocked", f"tcp 2376 {outside} blocked",
+        f"tcp 2377 {inside} open", f"tcp 2377 {outside} blocked",  # swarm management: node subnet only
+        f"tcp 7946 {inside} open", f"tcp 7946 {outside} blocked",  # gossip
+        f"tcp 8080 {inside} open", f"tcp 8080 {outside} open",  # anything else is not this table's business
+    }
+    assert udp[1] == {"udp 4789 10.20.0.99", "udp 7946 10.20.0.99", "udp 9999 10.20.0.99", "udp 9999 192.168.9.2"}
