@@ -84,6 +84,11 @@ def l7_entrypoints(spec: EstateSpec) -> list[str]:
     return [f"http://127.0.0.1:{spec.docker.l7_http_port + i}" for i in range(len(spec.l7_nodes()))]
 
 
+def l7_https_entrypoints(spec: EstateSpec) -> list[str]:
+    """Where TLS with the public name as server name reaches L7 on each L7 node."""
+    return [f"https://127.0.0.1:{spec.docker.l7_https_port + i}" for i in range(len(spec.l7_nodes()))]
+
+
 def ready_script(container: str) -> str:
     # Bounded: a node whose engine never answers fails the update with a clear message.
     return (
@@ -101,6 +106,7 @@ class DockerNodes(pulumi.ComponentResource):
     records: list[HostRecord]
     swarm_api: pulumi.Output[str]
     l7_entrypoints: pulumi.Output[list[str]]
+    l7_https_entrypoints: pulumi.Output[list[str]]
 
     def __init__(self, name: str, args: DockerNodesArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("swarm-estate:hosts:DockerNodes", name, None, opts)
@@ -171,4 +177,11 @@ class DockerNodes(pulumi.ComponentResource):
             self.records.append(HostRecord(node=node, connection=None, container=cname, ready=(ready,)))
         self.swarm_api = pulumi.Output.from_input(f"tcp://127.0.0.1:{engine.api_port}")
         self.l7_entrypoints = pulumi.Output.from_input(l7_entrypoints(spec))
-        self.register_outputs({"swarm_api": self.swarm_api, "l7_entrypoints": self.l7_entrypoints})
+        self.l7_https_entrypoints = pulumi.Output.from_input(l7_https_entrypoints(spec))
+        self.register_outputs(
+            {
+                "swarm_api": self.swarm_api,
+                "l7_entrypoints": self.l7_entrypoints,
+                "l7_https_entrypoints": self.l7_https_entrypoints,
+            }
+        )

@@ -10,6 +10,7 @@ from typing import Any
 import pulumi
 
 from . import artifacts
+from .branch import branch_metadata, derive_branch_estate
 from .compose import import_stacks
 from .compose_model import ImportedStack
 from .diagram import render_mermaid
@@ -27,15 +28,22 @@ class Prepared:
     spec: EstateSpec
     stacks: dict[str, ImportedStack]
     warnings: list[str]
+    branch: dict[str, Any] | None = None
 
 
-def prepare(raw: Any, project_dir: Path) -> Prepared:
-    """Stack config -> validated model + imported compose files; raises EstateConfigError."""
-    spec = load_estate(raw)
+def prepare(raw: Any, project_dir: Path, stack: str) -> Prepared:
+    """Stack config -> validated model + imported compose files; raises EstateConfigError.
+
+    A branch template (Pulumi.ci.yaml, with a `branch:` section) first derives from the stack
+    name everything two branch clusters on one engine or hypervisor could both claim.
+    """
+    spec = load_estate(derive_branch_estate(raw, stack))
     stacks = import_stacks(spec, project_dir)
     warnings = [format_violation(w) for w in spec.warnings]
     warnings += [w for stack in stacks.values() for w in stack.warnings]
-    return Prepared(spec=spec, stacks=stacks, warnings=list(dict.fromkeys(warnings)))
+    return Prepared(
+        spec=spec, stacks=stacks, warnings=list(dict.fromkeys(warnings)), branch=branch_metadata(raw, stack)
+    )
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,8 @@ class Estate(pulumi.ComponentResource):
     public_urls: pulumi.Output[list[str]]
     l4_virtual_ip: pulumi.Output[str | None]
     l7_entrypoints: pulumi.Output[list[str]]
+    l7_https_entrypoints: pulumi.Output[list[str]]
+    health_urls: pulumi.Output[list[str]]
 
     def __init__(self, name: str, args: EstateArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("swarm-estate:estate:Estate", name, None, opts)
@@ -60,14 +70,25 @@ class Estate(pulumi.ComponentResource):
 
         self.hosts: list[HostRecord] = []
         self.l7_entrypoints = pulumi.Output.from_input([])
+        self.l7_https_entrypoints = pulumi.Output.from_input([])
         if spec.substrate == "docker":
             nodes = DockerNodes(f"{name}-nodes", DockerNodesArgs(spec=spec), child)
             self.hosts = nodes.records
             self.l7_entrypoints = nodes.l7_entrypoints
+            self.l7_https_entrypoints = nodes.l7_https_entrypoints
 
         self.manager_addresses = pulumi.Output.from_input([str(n.address) for n in spec.managers])
         self.public_urls = pulumi.Output.from_input(
             sorted(f"https://{dns}/" for route in self.routes for dns in route.dns_names)
+        )
+        # What the smoke test checks besides the front pages (components/smoke.py).
+        self.health_urls = pulumi.Output.from_input(
+            sorted(
+                f"https://{dns}{route.routing.check_uri}"
+                for route in self.routes
+                if route.routing.check_uri
+                for dns in route.dns_names
+            )
         )
         self.l4_virtual_ip = pulumi.Output.from_input(
             str(spec.l4.virtual_ip) if spec.l4.enabled and spec.l4.virtual_ip else None
@@ -78,5 +99,7 @@ class Estate(pulumi.ComponentResource):
                 "public_urls": self.public_urls,
                 "l4_virtual_ip": self.l4_virtual_ip,
                 "l7_entrypoints": self.l7_entrypoints,
+                "l7_https_entrypoints": self.l7_https_entrypoints,
+                "health_urls": self.health_urls,
             }
         )
