@@ -201,7 +201,7 @@ nsenter --net=/proc/$peer/ns/net sh -c \
   'ip link set lo up; ip addr add 10.20.0.99/24 dev v1; ip addr add 192.168.9.2/24 dev v1; ip link set v1 up'
 if [ -n "${RULES:-}" ]; then nft -f "$RULES"; fi
 "$PY" "$LAB/listen.py" "$LAB/heard-$ROUND" & listener=$!
-sleep 0.5
+for _ in $(seq 100); do [ -e "$LAB/heard-$ROUND" ] && break; sleep 0.1; done
 nsenter --net=/proc/$peer/ns/net "$PY" "$LAB/probe.py" > "$LAB/probed-$ROUND"
 sleep 0.3
 kill $listener
@@ -216,7 +216,7 @@ for port in (2375, 2376, 2377, 7946, 8080):
 udp = []
 for port in (4789, 7946, 9999):
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", port)); udp.append(u)
-out = open(sys.argv[1], "w", buffering=1)
+out = open(sys.argv[1], "w", buffering=1)  # appears once every port is bound
 while True:
     ready, _, _ = select.select(socks + udp, [], [])
     for s in ready:
