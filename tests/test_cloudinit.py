@@ -242,6 +242,7 @@ for dst in ("10.20.0.10", "192.168.9.1"):
 """
 
 
+@pytest.mark.slow
 def test_firewall_really_limits_swarm_ports_to_the_node_subnet(tmp_path: Path) -> None:
     """Load the generated ruleset in a throwaway network namespace and knock on every port.
 
