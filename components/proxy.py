@@ -1,0 +1,218 @@
+"""L7 layer: the HAProxy swarm service that routes every public name to its stack's service.
+
+The configuration is rendered by `components.l7config` from the model and the routes; this
+module turns it into swarm objects: a content-hashed `docker.ServiceConfig`, one content-hashed
+`docker.Secret` per certificate, and the `docker.Service` running HAProxy on the labelled nodes
+with its ports published in host mode (the L4 pair targets those nodes directly).
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_command as command
+import pulumi_docker as docker
+
+from . import artifacts
+from .compose_model import STACK_LABEL, content_name, go_duration
+from .l7config import CERT_DIR, CONFIG_PATH, render_l7_config
+from .model import EstateSpec, Route, duration_ms
+from .secrets import SecretSource
+
+__all__ = ["L7", "L7Args", "healthcheck_command", "render_l7_config", "self_signed_command"]
+
+STACK = "l7"  # `docker stack` naming: the service is `l7_haproxy`, its objects carry the stack label
+SERVICE_NAME = f"{STACK}_haproxy"
+SELF_SIGNED = "self-signed"
+
+
+@dataclass(frozen=True)
+class L7Args:
+    spec: EstateSpec
+    routes: Sequence[Route]
+    provider: docker.Provider
+    network: docker.Network  # the haproxy-public overlay
+    secrets: SecretSource
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _go_duration(value: str) -> str:
+    """Model durations (which allow `d`) as the Go durations the Docker API takes."""
+    return go_duration(duration_ms(value) * 1_000_000)
+
+
+def self_signed_command(domain: str) -> str:
+    """Shell command printing a self-signed certificate + key (one PEM bundle) for `domain` and `*.domain`.
+
+    Run once, on create, by a `command.local.Command`: the bundle lives in the Pulumi state (as a
+    secret) and stays the same across `pulumi up`s until the domain changes.
+    """
+    subject = shlex.quote(f"/CN={domain}")
+    san = shlex.quote(f"subjectAltName=DNS:{domain},DNS:*.{domain}")
+    return (
+        "d=$(mktemp -d) && trap 'rm -rf \"$d\"' EXIT && "
+        f"openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj {subject} -addext {san} "
+        '-keyout "$d/key.pem" -out "$d/crt.pem" 2>/dev/null && cat "$d/crt.pem" "$d/key.pem"'
+    )
+
+
+def healthcheck_command(spec: EstateSpec) -> list[str]:
+    """Container healthcheck: the monitor URI answers 200 (or, without the stats frontend, the HTTP port accepts).
+
+    Uses what the image has: busybox `wget` in Alpine-based images, bash's /dev/tcp in the
+    Debian-based official ones.
+    """
+    stats = spec.l7.stats
+    if stats.enabled:
+        port, uri = stats.port, stats.monitor_uri
+        tool, fetch = "wget", f"wget -q -O /dev/null http://127.0.0.1:{port}{uri}"
+        probe = (
+            f'exec 3<>/dev/tcp/127.0.0.1/{port} && printf "GET {uri} HTTP/1.0\\r\\n\\r\\n" >&3 '
+            '&& head -n 1 <&3 | grep -q " 200 "'
+        )
+    else:
+        port = spec.l7.http_port
+        tool, fetch = "nc", f"nc -z 127.0.0.1 {port}"
+        probe = f"exec 3<>/dev/tcp/127.0.0.1/{port}"
+    return ["CMD-SHELL", f"if command -v {tool} >/dev/null 2>&1; then {fetch}; else bash -c {shlex.quote(probe)}; fi"]
+
+
+def _update_delay_warning(spec: EstateSpec) -> str | None:
+    """Each L7 task stops before its replacement starts (host-mode ports cannot be shared), so the
+    pause before the next task must outlast the L4 pair noticing the node down and back up."""
+    if not spec.l4.enabled:
+        return None
+    check = spec.l4.check
+    needed = duration_ms(check.inter) * (check.fall + check.rise)
+    if duration_ms(spec.l7.update_delay) > needed:
+        return None
+    return (
+        f"l7.update_delay {spec.l7.update_delay} is not longer than the {needed} ms the L4 checks need to take "
+        "an L7 node out and put it back; a rolling update could stop two L7 nodes the L4 pair still sends to"
+    )
+
+
+class L7(pulumi.ComponentResource):
+    """`swarm-estate:proxy:L7`: the L7 HAProxy service with its config and certificates."""
+
+    config_name: pulumi.Output[str]
+    service_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: L7Args, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("swarm-estate:proxy:L7", name, None, opts)
+        spec, l7 = args.spec, args.spec.l7
+        child = pulumi.ResourceOptions(parent=self, provider=args.provider)
+
+        self.config_text = render_l7_config(spec, args.routes)
+        artifacts.publish("l7/haproxy.cfg", self.config_text)
+        config = docker.ServiceConfig(
+            f"{name}-config",
+            name=content_name(STACK, "haproxy.cfg", self.config_text),
+            data=_b64(self.config_text),
+            labels=[docker.ServiceConfigLabelArgs(label=STACK_LABEL, value=STACK)],
+            opts=child,
+        )
+
+        bundles: list[tuple[str, pulumi.Output[str]]] = [(c.name, args.secrets.get(c.secret)) for c in l7.certificates]
+        if l7.self_signed:
+            if any(file == SELF_SIGNED for file, _ in bundles):
+                raise ValueError(f"l7.certificates: the name {SELF_SIGNED!r} is taken by the generated certificate")
+            generated = command.local.Command(
+                f"{name}-self-signed",
+                create=self_signed_command(spec.domain),
+                logging=command.local.Logging.NONE,
+                opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["stdout"]),
+            )
+            bundles.append((SELF_SIGNED, pulumi.Output.secret(generated.stdout)))
+
+        secret_refs = []
+        for file, pem in bundles:
+            # The name carries a hash of the PEM, computed inside the apply; the hash cannot give
+            # the key back, so the name is unsecreted to stay readable in previews.
+            if len(content_name(STACK, file, "")) > 64:
+                raise ValueError(f"l7.certificates: {file!r} is too long for a swarm secret name (64 characters)")
+            secret_name = pulumi.Output.unsecret(pem.apply(lambda text, f=file: content_name(STACK, f, text)))
+            secret = docker.Secret(
+                f"{name}-cert-{file}",
+                name=secret_name,
+                data=pem.apply(_b64),
+                labels=[docker.SecretLabelArgs(label=STACK_LABEL, value=STACK)],
+                opts=child,
+            )
+            secret_refs.append(
+                docker.ServiceTaskSpecContainerSpecSecretArgs(
+                    secret_id=secret.id, secret_name=secret.name, file_name=f"{CERT_DIR}/{file}.pem"
+                )
+            )
+
+        ports = [(l7.http_port, "http"), (l7.https_port, "https")]
+        if l7.stats.enabled and l7.stats.publish:
+            ports.append((l7.stats.port, "stats"))
+        ((label_key, label_value),) = l7.node_label.items()
+        delay = _go_duration(l7.update_delay)
+        if warning := _update_delay_warning(spec):
+            pulumi.log.warn(warning, resource=self)
+
+        service = docker.Service(
+            f"{name}-service",
+            name=SERVICE_NAME,
+            labels=[docker.ServiceLabelArgs(label=STACK_LABEL, value=STACK)],
+            task_spec=docker.ServiceTaskSpecArgs(
+                container_spec=docker.ServiceTaskSpecContainerSpecArgs(
+                    image=l7.image,
+                    configs=[
+                        docker.ServiceTaskSpecContainerSpecConfigArgs(
+                            config_id=config.id, config_name=config.name, file_name=CONFIG_PATH
+                        )
+                    ],
+                    secrets=secret_refs,
+                    # the official image runs HAProxy unprivileged; let it bind 80/443 itself
+                    sysctl={"net.ipv4.ip_unprivileged_port_start": "0"},
+                    # SIGUSR1 is HAProxy's soft stop: stop listening, finish open requests
+                    # (at most `hard-stop-after` 10s, see the config)
+                    stop_signal="SIGUSR1",
+                    stop_grace_period="15s",
+                    healthcheck=docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
+                        tests=healthcheck_command(spec), interval="5s", timeout="2s", retries=3, start_period="5s"
+                    ),
+                ),
+                networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.network.id)],
+                placement=docker.ServiceTaskSpecPlacementArgs(
+                    constraints=[f"node.labels.{label_key}=={label_value}"], max_replicas=1
+                ),
+                restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(condition="any", delay="5s", window="30s"),
+            ),
+            mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=l7.replicas)),
+            endpoint_spec=docker.ServiceEndpointSpecArgs(
+                ports=[
+                    docker.ServiceEndpointSpecPortArgs(
+                        name=port_name, target_port=port, published_port=port, protocol="tcp", publish_mode="host"
+                    )
+                    for port, port_name in ports
+                ]
+            ),
+            # start-first cannot work: the new task would collide with the old one on the host
+            # ports of the same node. So stop-first, one node at a time; the L4 pair routes
+            # around the node being updated, and `delay` gives it time to see the node back.
+            update_config=docker.ServiceUpdateConfigArgs(
+                parallelism=1, delay=delay, order="stop-first", failure_action="rollback", monitor="10s"
+            ),
+            rollback_config=docker.ServiceRollbackConfigArgs(
+                parallelism=1, delay=delay, order="stop-first", failure_action="pause", monitor="10s"
+            ),
+            converge_config=docker.ServiceConvergeConfigArgs(
+                delay="2s", timeout=f"{max(180, l7.replicas * (duration_ms(l7.update_delay) // 1000 + 60))}s"
+            ),
+            opts=child,
+        )
+
+        self.config_name = config.name
+        self.service_name = service.name
+        self.register_outputs({"config_name": self.config_name, "service_name": self.service_name})
