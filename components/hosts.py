@@ -166,6 +166,8 @@ class VirtualMachineArgs:
     connection: command.remote.ConnectionArgs
     ssh_user: str
     bootstrap: Bootstrap
+    # Converge only after these: see `Hosts` on rolling changes one host at a time.
+    after: tuple[pulumi.Resource, ...] = ()
 
 
 class VirtualMachine(pulumi.ComponentResource):
@@ -242,7 +244,7 @@ class VirtualMachine(pulumi.ComponentResource):
             create=root_shell(args.ssh_user),
             stdin=args.bootstrap.stdin,
             triggers=[domain.id, args.bootstrap.trigger],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[domain]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[domain, *args.after]),
         )
         self.domain_id = domain.id
         self.address = pulumi.Output.from_input(m.address)
@@ -255,6 +257,7 @@ class ExistingHostArgs:
     connection: command.remote.ConnectionArgs
     ssh_user: str
     bootstrap: Bootstrap
+    after: tuple[pulumi.Resource, ...] = ()
 
 
 class ExistingHost(pulumi.ComponentResource):
@@ -270,7 +273,7 @@ class ExistingHost(pulumi.ComponentResource):
             create=root_shell(args.ssh_user),
             stdin=args.bootstrap.stdin,
             triggers=[args.bootstrap.trigger],
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after)),
         )
         self.address = pulumi.Output.from_input(args.host)
         self.register_outputs({"address": self.address})
@@ -290,6 +293,9 @@ class Hosts(pulumi.ComponentResource):
 
     The docker substrate (docker-in-docker nodes) is another component's job; given such an
     estate, Hosts builds nothing and hands back no records.
+
+    Hosts converge one after the other, in the model's order: a day-2 change that restarts the
+    engine (a new daemon.json) must never restart every manager, or every task, at once.
     """
 
     records: list[HostRecord]
@@ -307,8 +313,11 @@ class Hosts(pulumi.ComponentResource):
             key = args.secrets.get(spec.ssh.private_key_secret)
             if spec.substrate == "libvirt":
                 site = build_site(spec, name, self)
+            after: tuple[pulumi.Resource, ...] = ()
             for node in spec.nodes:
-                self.records.append(self._host(f"{name}-{node.name}", spec, node, site, key))
+                record = self._host(f"{name}-{node.name}", spec, node, site, key, after)
+                self.records.append(record)
+                after = record.ready
             if spec.l4.enabled:
                 self.l4 = L4Pair(
                     f"{name}-l4",
@@ -319,7 +328,13 @@ class Hosts(pulumi.ComponentResource):
         self.register_outputs({"addresses": self.addresses})
 
     def _host(
-        self, name: str, spec: EstateSpec, node: Node, site: LibvirtSite | None, key: pulumi.Output[str]
+        self,
+        name: str,
+        spec: EstateSpec,
+        node: Node,
+        site: LibvirtSite | None,
+        key: pulumi.Output[str],
+        after: tuple[pulumi.Resource, ...],
     ) -> HostRecord:
         address = str(node.address)
         opts = pulumi.ResourceOptions(parent=self)
@@ -336,7 +351,7 @@ class Hosts(pulumi.ComponentResource):
                 name,
                 VirtualMachineArgs(
                     spec, machine, site, user_data, conn, spec.ssh.user,
-                    bootstrap_of(spec, profile, spec.ssh.user, CLOUD_INIT_WAIT_SECONDS),
+                    bootstrap_of(spec, profile, spec.ssh.user, CLOUD_INIT_WAIT_SECONDS), after,
                 ),
                 opts,
             )
@@ -344,6 +359,6 @@ class Hosts(pulumi.ComponentResource):
         profile = cloudinit.docker_host_profile(spec, node, vm=False)
         conn = ssh_connection(spec, address, node.ssh_user, key)
         bootstrap = bootstrap_of(spec, profile, node.ssh_user)
-        host = ExistingHost(name, ExistingHostArgs(address, conn, node.ssh_user, bootstrap), opts)
+        host = ExistingHost(name, ExistingHostArgs(address, conn, node.ssh_user, bootstrap, after), opts)
         return HostRecord(node=node, connection=conn, container=None, ready=(host.bootstrap,))
 

@@ -207,12 +207,20 @@ class L4Pair(pulumi.ComponentResource):
         assert spec.l4.enabled and spec.l4.vrrp_auth_secret and spec.l4.virtual_ip, "the model checks the pair"
         password = args.secrets.get(spec.l4.vrrp_auth_secret)
         artifacts.publish("l4/haproxy.cfg", render_haproxy(spec))
-        self.ready = [self._member(name, args, index, password) for index in range(len(spec.l4.nodes))]
+        # One member after the other: a reload on both at once could leave the virtual IP nowhere.
+        self.ready = []
+        for index in range(len(spec.l4.nodes)):
+            self.ready.append(self._member(name, args, index, password, tuple(self.ready[-1:])))
         self.virtual_ip = pulumi.Output.from_input(str(spec.l4.virtual_ip))
         self.register_outputs({"virtual_ip": self.virtual_ip})
 
     def _member(
-        self, name: str, args: L4PairArgs, index: int, password: pulumi.Output[str]
+        self,
+        name: str,
+        args: L4PairArgs,
+        index: int,
+        password: pulumi.Output[str],
+        after: tuple[pulumi.Resource, ...],
     ) -> command.remote.Command:
         # hosts.py owns the VM and SSH pieces and builds this pair: importing it here, not at the
         # top, lets either module be imported first.
@@ -242,11 +250,13 @@ class L4Pair(pulumi.ComponentResource):
         conn = ssh_connection(spec, str(node.address), user, args.private_key)
         child, opts = f"{name}-{node.name}", pulumi.ResourceOptions(parent=self)
         if args.site is None:
-            host = ExistingHost(child, ExistingHostArgs(str(node.address), conn, user, bootstrap), opts)
+            host = ExistingHost(child, ExistingHostArgs(str(node.address), conn, user, bootstrap, after), opts)
             return host.bootstrap
         artifacts.publish(f"cloud-init/{node.name}.yaml", render_user_data(spec, redacted, digest))
         user_data = pulumi.Output.secret(profile.apply(lambda p: render_user_data(spec, p, digest)))
         machine = VirtualMachine(
-            child, VirtualMachineArgs(spec, l4_machine(spec, index), args.site, user_data, conn, user, bootstrap), opts
+            child,
+            VirtualMachineArgs(spec, l4_machine(spec, index), args.site, user_data, conn, user, bootstrap, after),
+            opts,
         )
         return machine.ready

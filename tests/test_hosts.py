@@ -126,11 +126,14 @@ def test_records_follow_the_model_and_wait_for_the_bootstrap(prod: tuple[SynthRe
     spec = prod_spec()
     assert [r.node.name for r in hosts.records] == [n.name for n in spec.nodes]
     assert isinstance(hosts.l4, L4Pair)
+    previous: list[str] = []
     for record in hosts.records:
         assert record.container is None and record.connection is not None
         (ready,) = record.ready
         command = result.named(f"hosts-{record.node.name}-ready")
-        assert command["dependencies"] == [f"hosts-{record.node.name}-domain"]
+        # Its own VM, and the host before it: changes roll through the estate one host at a time.
+        assert command["dependencies"] == sorted([f"hosts-{record.node.name}-domain", *previous[-1:]])
+        previous.append(command["name"])
         assert command["inputs"]["create"] == "sudo -n bash -s"
         stdin = command["inputs"]["stdin"]
         assert f"export SE_HOSTNAME={record.node.name}\n" in stdin
@@ -230,6 +233,9 @@ def test_existing_hosts_are_bootstrapped_over_ssh() -> None:
         assert "qemu-guest-agent" not in stdin
         assert f"export SE_USER={record.node.ssh_user}\n" in stdin  # the login that joins the docker group
     assert result.named("hosts-l4-swarm-lb1-bootstrap")["inputs"]["stdin"] == "[secret]"
+    chain = [result.named(f"hosts-{r.node.name}-bootstrap")["dependencies"] for r in hosts.records]
+    assert chain == [[]] + [[f"hosts-{r.node.name}-bootstrap"] for r in hosts.records[:-1]]
+    assert result.named("hosts-l4-swarm-lb2-bootstrap")["dependencies"] == ["hosts-l4-swarm-lb1-bootstrap"]
 
 
 def test_the_docker_substrate_is_not_this_layers_job() -> None:
