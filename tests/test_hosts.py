@@ -305,8 +305,10 @@ def test_bootstrap_converges_once_and_then_changes_nothing(sandbox: dict[str, An
     spec = prod_spec()
     node = spec.workers[0]
     root: Path = sandbox["root"]
-    (root / "etc").mkdir()
+    (root / "etc/docker").mkdir(parents=True)
     (root / "etc/fstab").write_text("UUID=abc / ext4 defaults 0 1\nold:/export /mnt/docker nfs defaults 0 0\n")
+    theirs = '{"hosts": ["unix:///var/run/docker.sock", "tcp://0.0.0.0:2375"], "storage-driver": "devicemapper"}\n'
+    (root / "etc/docker/daemon.json").write_text(theirs)
     profile = ci.docker_host_profile(spec, node, vm=False)
     env = ci.bootstrap_environment(spec, profile)
 
@@ -319,6 +321,7 @@ def test_bootstrap_converges_once_and_then_changes_nothing(sandbox: dict[str, An
         "10.20.0.250:/export/docker /mnt/docker nfs nfsvers=4.1,_netdev,nofail,noatime 0 0\n"
     )
     assert (root / ci.READY_MARKER.lstrip("/")).read_text().strip() == profile.digest()
+    assert (root / "etc/docker/daemon.json.before-swarm-estate").read_text() == theirs
     assert any(c.startswith("apt-get install") and "docker.io" in c for c in calls)
     assert "usermod -aG docker ops" in calls and "mount " + str(root / "mnt/docker") in calls
 

@@ -56,6 +56,10 @@ main() {
             continue
         fi
         mkdir -p "$(dirname "$target")"
+        # The host's own version (an existing host's daemon.json…) is kept once, for a way back.
+        if [ -f "$target" ] && [ ! -e "$target.before-swarm-estate" ]; then
+            cp -p "$target" "$target.before-swarm-estate"
+        fi
         install -m "$mode" "$tmp" "$target"
         rm -f "$tmp"
         changed+=("$path")
