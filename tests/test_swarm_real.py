@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from components.model import EstateConfigError, EstateSpec, Node, load_estate
-from components.swarm import init_env, join_env, node_env, parse_kv, removal_env, script_command
+from components.swarm import in_container, init_env, join_env, node_env, parse_kv, removal_env, script_command
 from tests.harness import Engine, Lab, busybox_image, free_subnet, node_image
 from tests.harness.lab import Node as LabNode
 
@@ -172,6 +172,19 @@ def test_every_script_rerun_three_times_changes_nothing(swarm: Swarm) -> None:
             converged = swarm.converge(node.name)
             assert "changed" not in converged.stderr, converged.stderr
         assert swarm.nodes_state() == before
+
+
+def test_the_docker_exec_form_for_dind_nodes_runs_the_same_scripts(swarm: Swarm) -> None:
+    """What the component's local commands run for docker-in-docker nodes, against the same swarm."""
+    first = swarm.spec.managers[0]
+    env = {**node_env(swarm.spec, swarm.model("w1")), "NODE": swarm.node_ids["w1"]}
+    line = in_container(swarm.node(first.name).container, script_command("swarm-node.sh", env))
+    result = subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=120,
+                            env=swarm.lab.engine.env())
+    assert result.returncode == 0, result.stderr
+    assert parse_kv(result.stdout)["node"] == swarm.node_ids["w1"]
+    assert "label l7=true" in result.stdout.splitlines()
+    assert "changed" not in result.stderr
 
 
 def test_labels_are_added_and_removed_and_foreign_labels_stay(swarm: Swarm) -> None:

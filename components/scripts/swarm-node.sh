@@ -18,6 +18,7 @@ node_field() { docker node inspect --format "$1" "$NODE"; }
 
 BOOKKEEPING=swarm-estate.labels
 previous=$(node_field "{{index .Spec.Labels \"$BOOKKEEPING\"}}" | tr ',' ' ')
+# shellcheck disable=SC2016 # a Go template, not shell expansion
 current=$(node_field '{{range $k, $v := .Spec.Labels}}{{$k}}={{$v}} {{end}}')
 keys=$(for pair in $LABELS; do printf '%s,' "${pair%%=*}"; done)
 keys=${keys%,}

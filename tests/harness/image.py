@@ -68,6 +68,9 @@ def node_rootfs_tarball() -> Path:
         subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."], check=True,
                        timeout=BUILD_TIMEOUT_S)
         partial.rename(tarball)  # atomic: a concurrent or interrupted build never leaves half a cache entry
+    for stale in cache_dir().glob(f"node-{SUITE}-*.tar"):
+        if stale != tarball:
+            stale.unlink(missing_ok=True)  # an older recipe: ~400 MB nobody will use again
     return tarball
 
 

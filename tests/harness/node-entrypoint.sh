@@ -7,7 +7,7 @@ mount -o remount,rw /sys 2>/dev/null || true
 if mountpoint -q /sys/fs/cgroup; then
     mount -o remount,rw /sys/fs/cgroup 2>/dev/null || true
     for hierarchy in /sys/fs/cgroup/*; do
-        [ -d "$hierarchy" ] && mountpoint -q "$hierarchy" || continue
+        mountpoint -q "$hierarchy" || continue
         mount -o remount,rw,bind "$hierarchy" 2>/dev/null || mount -o remount,rw "$hierarchy" 2>/dev/null || true
     done
 fi
@@ -21,5 +21,6 @@ fi
 /usr/sbin/sshd -o PermitRootLogin=prohibit-password -o PasswordAuthentication=no -o UseDNS=no
 # The engine also listens on TCP inside the node's private bridge so a harness can publish it
 # on 127.0.0.1 (the docker substrate's provider endpoint); nothing else can reach that bridge.
+# shellcheck disable=SC2086 # extra dockerd flags, one per word
 exec dockerd --host unix:///var/run/docker.sock --host tcp://0.0.0.0:2375 --tls=false \
     ${NODE_DOCKERD_ARGS:-} >/var/log/dockerd.log 2>&1
