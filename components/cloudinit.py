@@ -243,8 +243,14 @@ def _dump(doc: object) -> str:
     return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000)
 
 
-def ready_marker_command(digest: str) -> str:
-    return f"mkdir -p {STATE_DIR} && echo {digest} > {READY_MARKER}"
+def ready_marker_command(profile: HostProfile, digest: str) -> str:
+    """Write the marker only if the host really is ready: runcmd goes on after a failed step."""
+    checks = []
+    if profile.services:
+        checks.append("systemctl is-active --quiet " + " ".join(s.unit for s in profile.services))
+    checks += [f"mountpoint -q {m.target}" for m in profile.mounts]
+    checks.append(f"mkdir -p {STATE_DIR} && echo {digest} > {READY_MARKER}")
+    return " && ".join(checks)
 
 
 def render_user_data(spec: EstateSpec, profile: HostProfile, digest: str | None = None) -> str:
@@ -289,7 +295,7 @@ def render_user_data(spec: EstateSpec, profile: HostProfile, digest: str | None 
     for m in profile.mounts:
         # mounts runs before packages (the NFS helper) are installed; mount again now they are.
         runcmd.append(["sh", "-c", f"mountpoint -q {m.target} || mount {m.target}"])
-    runcmd.append(["sh", "-c", ready_marker_command(digest or profile.digest())])
+    runcmd.append(["sh", "-c", ready_marker_command(profile, digest or profile.digest())])
     doc["runcmd"] = runcmd
     return "#cloud-config\n" + _dump(doc)
 

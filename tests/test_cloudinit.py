@@ -95,8 +95,14 @@ def test_node_cloud_config_says_what_the_host_needs() -> None:
                               "nfsvers=4.1,_netdev,nofail,noatime", "0", "0"]]
     files = {f["path"]: f["content"] for f in doc["write_files"]}
     assert json.loads(files["/etc/docker/daemon.json"]) == {"log-driver": "journald"}
-    # The ready marker is the very last step: the swarm layer must not join a half-built host.
-    assert doc["runcmd"][-1][-1].endswith(f"> {ci.READY_MARKER}")
+    # The ready marker is the very last step, and only written when the engine runs and NFS is
+    # mounted: the swarm layer must not join a half-built host.
+    marker = doc["runcmd"][-1][-1]
+    assert marker.endswith(f"> {ci.READY_MARKER}")
+    assert marker.startswith(
+        "systemctl is-active --quiet swarm-estate-firewall.service chrony.service docker.service"
+        " && mountpoint -q /mnt/docker && "
+    )
     restarts = [c for c in doc["runcmd"] if c[:2] == ["systemctl", "restart"]]
     assert ["systemctl", "restart", "docker.service"] in restarts
 
