@@ -33,6 +33,17 @@ main() {
                 log "cloud-init did not write $SE_MARKER within ${SE_WAIT_SECONDS}s (see /var/log/cloud-init-output.log)"
                 exit 1
             fi
+            # cloud-init has finished without the marker: a step failed, and waiting on will not help.
+            if [ -z "$root" ] && command -v cloud-init >/dev/null; then
+                case "$(cloud-init status 2>/dev/null || true)" in
+                *"status: done"* | *"status: error"*)
+                    if [ ! -f "$SE_MARKER" ]; then
+                        log "cloud-init finished but the host is not ready (see /var/log/cloud-init-output.log)"
+                        exit 1
+                    fi
+                    ;;
+                esac
+            fi
             sleep 5
             waited=$((waited + 5))
         done
