@@ -15,7 +15,7 @@ from .compose import import_stacks
 from .compose_model import ImportedStack
 from .diagram import render_mermaid
 from .dind import DockerNodes, DockerNodesArgs
-from .hosts import HostRecord
+from .hosts import HostRecord, Hosts, HostsArgs
 from .model import EstateSpec, format_violation, load_estate
 from .secrets import SecretSource
 from .stacks import routes
@@ -76,6 +76,10 @@ class Estate(pulumi.ComponentResource):
             self.hosts = nodes.records
             self.l7_entrypoints = nodes.l7_entrypoints
             self.l7_https_entrypoints = nodes.l7_https_entrypoints
+        else:
+            # libvirt VMs or existing hosts over SSH, and the L4 pair in front when enabled.
+            machines = Hosts(f"{name}-hosts", HostsArgs(spec=spec, secrets=args.secrets), child)
+            self.hosts = machines.records
 
         self.manager_addresses = pulumi.Output.from_input([str(n.address) for n in spec.managers])
         self.public_urls = pulumi.Output.from_input(

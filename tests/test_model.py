@@ -241,3 +241,8 @@ def test_placement_is_stable_when_a_worker_is_added(prod_estate):
 def test_managers_spread_round_robin(prod_estate):
     spec = load_estate(prod_estate)
     assert [n.hypervisor for n in spec.managers] == ["kvm1", "kvm2", "kvm3"]
+
+
+def test_live_restore_is_refused_in_swarm_mode(prod_estate):
+    prod_estate["engine"]["live_restore"] = True
+    assert_rule(prod_estate, "engine.live_restore", "incompatible with swarm mode")

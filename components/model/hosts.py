@@ -95,6 +95,13 @@ class EngineSettings(Strict):
         default=False, description="daemon.json live-restore (must stay false on swarm managers)"
     )
 
+    @field_validator("live_restore")
+    @classmethod
+    def _no_live_restore(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("live-restore is incompatible with swarm mode (dockerd refuses to start); leave it false")
+        return value
+
 
 class NodeSpec(Strict):
     """One explicitly described node; any field left out comes from its group."""
