@@ -11,6 +11,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
@@ -79,6 +80,11 @@ class Swarm:
         env = {**join_env(self.spec, node, self.spec.managers[0]), "JOIN_TOKEN": token, "CLUSTER_ID": self.cluster_id}
         return self.run(self.node(name), "swarm-join.sh", env)
 
+    def join_registered(self, name: str, tokens: dict[str, str]) -> str:
+        """The registration step (a manager check), then the join; returns the node id."""
+        self.run(self.first, "swarm-manager-check.sh", {})
+        return parse_kv(self.join(name, tokens).stdout)["node_id"]
+
     def converge(self, name: str, **overrides: str) -> subprocess.CompletedProcess[str]:
         env = {**node_env(self.spec, self.model(name)), "NODE": self.node_ids[name], **overrides}
         return self.run(self.first, "swarm-node.sh", env)
@@ -133,11 +139,11 @@ def swarm() -> Iterator[Swarm]:
         s = Swarm(spec=spec, lab=lab, outsider=lab.nodes["x1"], node_ids={}, image=image_id)
         tokens = s.init()
         s.node_ids[spec.managers[0].name] = tokens["node_id"]
-        for node in spec.nodes[1:]:
-            s.run(s.first, "swarm-manager-check.sh", {})  # the registration step
-            s.node_ids[node.name] = parse_kv(s.join(node.name, tokens).stdout)["node_id"]
-        for node in spec.nodes:
-            s.converge(node.name)
+        # Pulumi runs the joins of all nodes at once (each depends only on init): so do we.
+        with ThreadPoolExecutor(max_workers=len(spec.nodes)) as pool:
+            joined = pool.map(lambda n: (n.name, s.join_registered(n.name, tokens)), spec.nodes[1:])
+            s.node_ids.update(dict(joined))
+            list(pool.map(lambda n: s.converge(n.name), spec.nodes))
         yield s
     finally:
         engine.stop()
@@ -334,3 +340,18 @@ def test_an_even_manager_count_is_rejected_by_the_model() -> None:
     assert "swarm-estate:estate.swarm.managers: 2 managers cannot tolerate any failure; use 1, 3, 5 or 7" in str(
         err.value
     )
+
+
+def test_the_harness_engine_leaves_nothing_behind_when_a_test_fails() -> None:
+    engine = Engine.start()
+    root, pid = engine.root, engine.process.pid if engine.process else 0
+    with pytest.raises(RuntimeError, match="a failing test"):
+        try:
+            engine.run("volume", "create", "leftover")
+            engine.run("network", "create", "leftover")
+            raise RuntimeError("a failing test")
+        finally:
+            engine.stop()
+    assert not root.exists()
+    assert subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode != 0  # the engine is gone
+    assert str(root) not in open("/proc/self/mountinfo").read()

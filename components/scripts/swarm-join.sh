@@ -26,8 +26,15 @@ in_estate_swarm() {
 state=$(docker info --format '{{.Swarm.LocalNodeState}}') || fail "cannot reach the local Docker engine"
 case "$state" in
 inactive)
-    docker swarm join --token "$JOIN_TOKEN" --advertise-addr "$ADVERTISE_ADDR" "$MANAGER_ADDR:2377" >/dev/null ||
-        fail "docker swarm join through $MANAGER_ADDR:2377 failed"
+    # Managers joining at the same moment can time out while Raft adds the previous one: retry
+    # a few times (bounded), unless the node made it in after all.
+    attempt=1
+    until docker swarm join --token "$JOIN_TOKEN" --advertise-addr "$ADVERTISE_ADDR" "$MANAGER_ADDR:2377" >/dev/null; do
+        [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != active ] || break
+        [ "$attempt" -lt "${JOIN_ATTEMPTS:-3}" ] || fail "docker swarm join through $MANAGER_ADDR:2377 failed $attempt times"
+        sleep $((attempt * 2))
+        attempt=$((attempt + 1))
+    done
     echo "joined the swarm through $MANAGER_ADDR" >&2
     ;;
 active)
