@@ -287,6 +287,22 @@ def test_removing_a_worker_moves_its_tasks_then_drops_it(swarm: Swarm) -> None:
     first.docker("service", "rm", "spread")
 
 
+def test_demoting_a_manager_while_another_is_down_is_refused(swarm: Swarm) -> None:
+    m2 = swarm.node("m2")
+    m2.stop()
+    try:
+        wait_for("m2 unreachable", lambda: swarm.nodes_state()["m2"]["manager"] == "unreachable")
+        env = {**node_env(swarm.spec, swarm.model("m3")), "NODE": swarm.node_ids["m3"]}
+        result = swarm.run(swarm.first, "swarm-node-drain.sh", env, check=False)
+        assert result.returncode != 0
+        assert "refusing to demote: 1 of the 2 remaining managers are reachable" in result.stderr
+        state = swarm.nodes_state()["m3"]
+        assert (state["role"], state["availability"]) == ("manager", "active")  # refused before touching it
+    finally:
+        m2.start()
+    wait_for("m2 reachable again", lambda: swarm.nodes_state()["m2"]["manager"] == "reachable")
+
+
 def test_removing_a_manager_keeps_quorum(swarm: Swarm) -> None:
     remove(swarm, "m3")
     state = swarm.nodes_state()
