@@ -1,7 +1,8 @@
 """Swarm layer: init, join, labels, availability, role and graceful removal of every node.
 
 Each host step is a small POSIX script under `components/scripts/`, run over SSH (libvirt and
-existing hosts) or with `docker exec` (docker-in-docker nodes). Per node the layer registers:
+existing hosts) or with `docker exec` (docker-in-docker nodes). `init` runs once on the first
+manager of the model; then per node (the first manager included) the layer registers:
 
   registration (on the first manager)  create: check the manager   delete: `docker node rm`
   join         (on the node)           create: join the swarm      delete: leave the swarm
@@ -10,6 +11,10 @@ existing hosts) or with `docker exec` (docker-in-docker nodes). Per node the lay
 join depends on registration and membership on join, so when a node disappears from the model
 Pulumi deletes them in the reverse order: drain/demote, then leave, then remove the entry.
 Every join depends only on init and on its own host: the graph does not deepen with more workers.
+
+Manager-side commands run on the first manager of the model, and a delete runs where its
+resource was created. So the first manager is removed in two `pulumi up`s: move it down the
+managers list (the commands move to the new first manager, nothing is deleted), then remove it.
 """
 
 from __future__ import annotations
@@ -185,18 +190,15 @@ class Cluster(pulumi.ComponentResource):
         init_out = init.stdout.apply(parse_kv)
         self.manager_token = pulumi.Output.secret(init_out.apply(lambda kv: kv.get("manager_token", "")))
         self.worker_token = pulumi.Output.secret(init_out.apply(lambda kv: kv.get("worker_token", "")))
-        # Neither the id nor the node id is a credential; unsecret them so they stay readable.
+        # The cluster id is no credential: unsecret it so it stays readable.
         self.cluster_id = pulumi.Output.unsecret(init_out.apply(lambda kv: kv.get("cluster_id", "")))
 
+        # The first manager gets a join too (a no-op after init): every node then has the same
+        # three resources, so reordering the managers only moves commands, never deletes a join.
         self.node_ids = {}
         for node in spec.nodes:
-            record = records[node.name]
-            if node.name == first.node.name:
-                node_id = pulumi.Output.unsecret(init_out.apply(lambda kv: kv.get("node_id", "")))
-                joined = init
-            else:
-                joined = self._join(node, record, init)
-                node_id = joined.stdout.apply(lambda out: parse_kv(out).get("node_id", ""))
+            joined = self._join(node, records[node.name], init)
+            node_id = joined.stdout.apply(lambda out: parse_kv(out).get("node_id", ""))
             self._membership(node, node_id, joined)
             self.node_ids[node.name] = node_id
 

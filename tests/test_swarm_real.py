@@ -138,10 +138,9 @@ def swarm() -> Iterator[Swarm]:
         image_id = engine.run("image", "inspect", "--format", "{{.Id}}", BUSYBOX).stdout.strip()
         s = Swarm(spec=spec, lab=lab, outsider=lab.nodes["x1"], node_ids={}, image=image_id)
         tokens = s.init()
-        s.node_ids[spec.managers[0].name] = tokens["node_id"]
         # Pulumi runs the joins of all nodes at once (each depends only on init): so do we.
         with ThreadPoolExecutor(max_workers=len(spec.nodes)) as pool:
-            joined = pool.map(lambda n: (n.name, s.join_registered(n.name, tokens)), spec.nodes[1:])
+            joined = pool.map(lambda n: (n.name, s.join_registered(n.name, tokens)), spec.nodes)
             s.node_ids.update(dict(joined))
             list(pool.map(lambda n: s.converge(n.name), spec.nodes))
         yield s
@@ -170,7 +169,7 @@ def test_every_script_rerun_three_times_changes_nothing(swarm: Swarm) -> None:
     for _ in range(3):
         tokens = swarm.init()
         assert tokens["cluster_id"] == swarm.cluster_id
-        for node in swarm.spec.nodes[1:]:
+        for node in swarm.spec.nodes:
             joined = swarm.join(node.name, tokens)
             assert "nothing to do" in joined.stderr
             assert parse_kv(joined.stdout)["node_id"] == swarm.node_ids[node.name]

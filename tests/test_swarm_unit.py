@@ -45,7 +45,7 @@ class SwarmEngine(FakeEngine):
         rid, state = super().new_resource(args)
         if args.name == f"{CLUSTER}-init":
             state["stdout"] = (
-                f"cluster_id=CLUSTERID\nnode_id=ID-first\nmanager_token={MANAGER_TOKEN}\nworker_token={WORKER_TOKEN}\n"
+                f"cluster_id=CLUSTERID\nnode_id=ID-init\nmanager_token={MANAGER_TOKEN}\nworker_token={WORKER_TOKEN}\n"
             )
         elif args.name.endswith("-join"):
             state["stdout"] = f"node_id=ID-{args.name.removeprefix(CLUSTER + '-').removesuffix('-join')}\n"
@@ -134,10 +134,8 @@ def test_graph_shape_per_node() -> None:
     (component,) = result.by_type("swarm-estate:swarm:Cluster")
     assert component["name"] == CLUSTER
     cmds = commands(result)
-    first, *others = [n.name for n in spec.nodes]
-    assert first == "docker-swarm-mgr1"
-    expected = {f"{CLUSTER}-init"} | {f"{CLUSTER}-{n.name}-membership" for n in spec.nodes}
-    expected |= {f"{CLUSTER}-{n}-{part}" for n in others for part in ("registration", "join")}
+    expected = {f"{CLUSTER}-init"}
+    expected |= {f"{CLUSTER}-{n.name}-{part}" for n in spec.nodes for part in ("registration", "join", "membership")}
     assert set(cmds) - {f"host-{n.name}" for n in spec.nodes} == expected
     for name in expected:
         assert cmds[name]["parent"] == CLUSTER
@@ -210,7 +208,7 @@ def test_membership_carries_the_model_labels_and_the_node_id() -> None:
     assert env["OWNED_PREFIXES"] == "function l7"
     assert (env["ROLE"], env["AVAILABILITY"]) == ("worker", "active")
     first = script_env(cmds[f"{CLUSTER}-docker-swarm-mgr1-membership"]["inputs"]["create"])
-    assert first["NODE"] == "ID-first" and first["ROLE"] == "manager" and first["LABELS"] == ""
+    assert first["NODE"] == "ID-docker-swarm-mgr1" and first["ROLE"] == "manager" and first["LABELS"] == ""
     assert result.outputs["node_ids"]["docker-swarm5"] == "ID-docker-swarm5"
 
 
@@ -273,6 +271,20 @@ def test_removal_runs_drain_then_leave_then_rm(node: str) -> None:
     # Drain and rm run on a remaining manager, the leave on the node that goes.
     hosts = [raw_input(monitor, n, "connection")["host"] for n in order]
     assert hosts == ["10.20.0.10", str(model.address), "10.20.0.10"]
+
+
+def test_reordering_the_managers_moves_commands_and_deletes_nothing() -> None:
+    def with_managers(order: list[str]) -> dict[str, Any]:
+        raw = estate_of("prod")
+        raw["swarm"]["managers"]["nodes"] = [{"name": n, "address": f"10.20.0.{10 + int(n[-1])}"} for n in order]
+        return raw
+
+    before, before_monitor = synth_cluster(with_managers(["mgr1", "mgr2", "mgr3"]))
+    after, after_monitor = synth_cluster(with_managers(["mgr2", "mgr1", "mgr3"]))
+    assert {r["name"] for r in before.resources} == {r["name"] for r in after.resources}
+    for name in (f"{CLUSTER}-init", f"{CLUSTER}-mgr1-membership", f"{CLUSTER}-docker-swarm2-registration"):
+        assert raw_input(before_monitor, name, "connection")["host"] == "10.20.0.11"
+        assert raw_input(after_monitor, name, "connection")["host"] == "10.20.0.12"
 
 
 def test_script_changes_rerun_commands_in_place() -> None:
