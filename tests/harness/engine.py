@@ -74,7 +74,8 @@ class Engine:
             "--iptables=false",
             "--ip6tables=false",
             "--ip-masq=false",
-            "--storage-driver=overlay2",
+            # overlay2 needs a data root on a real filesystem; set vfs where /tmp is itself an overlay.
+            f"--storage-driver={os.environ.get('SWARM_ESTATE_STORAGE_DRIVER', 'overlay2')}",
             f"--containerd-namespace=se-{path.name}",
             f"--containerd-plugins-namespace=se-{path.name}-plugins",
         ]
