@@ -169,6 +169,7 @@ def test_every_script_rerun_three_times_changes_nothing(swarm: Swarm) -> None:
     for _ in range(3):
         tokens = swarm.init()
         assert tokens["cluster_id"] == swarm.cluster_id
+        assert parse_kv(swarm.run(swarm.first, "swarm-manager-check.sh", {}).stdout)["manager"] == swarm.node_ids["m1"]
         for node in swarm.spec.nodes:
             joined = swarm.join(node.name, tokens)
             assert "nothing to do" in joined.stderr
