@@ -17,8 +17,11 @@ from .diagram import render_mermaid
 from .dind import DockerNodes, DockerNodesArgs
 from .hosts import HostRecord, Hosts, HostsArgs
 from .model import EstateSpec, format_violation, load_estate
+from .platform import platform_stacks
+from .proxy import L7, L7Args
 from .secrets import SecretSource
-from .stacks import routes
+from .stacks import AppStack, AppStackArgs, routes
+from .swarm import Cluster, ClusterArgs
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,30 @@ class Estate(pulumi.ComponentResource):
             # libvirt VMs or existing hosts over SSH, and the L4 pair in front when enabled.
             machines = Hosts(f"{name}-hosts", HostsArgs(spec=spec, secrets=args.secrets), child)
             self.hosts = machines.records
+
+        self.swarm = Cluster(f"{name}-swarm", ClusterArgs(spec=spec, hosts=self.hosts, secrets=args.secrets), child)
+        on_swarm = pulumi.ResourceOptions(parent=self, depends_on=[self.swarm])
+        self.l7 = L7(
+            f"{name}-l7",
+            L7Args(spec, self.routes, self.swarm.provider, self.swarm.public_network, args.secrets),
+            on_swarm,
+        )
+        self.stacks = {
+            stack_name: AppStack(
+                f"{name}-stack-{stack_name}",
+                AppStackArgs(
+                    spec,
+                    stack_name,
+                    stack,
+                    self.swarm.provider,
+                    self.swarm.public_network,
+                    self.swarm.overlays,
+                    args.secrets,
+                ),
+                on_swarm,
+            )
+            for stack_name, stack in {**args.stacks, **platform_stacks(spec)}.items()
+        }
 
         self.manager_addresses = pulumi.Output.from_input([str(n.address) for n in spec.managers])
         self.public_urls = pulumi.Output.from_input(

@@ -69,6 +69,12 @@ def _check(package: str, spec: dict[str, Any], value: Any, path: str, loose_obje
     if kind == "boolean":
         return [] if isinstance(value, bool) else [f"{path}: expected a boolean, got {value!r}"]
     if kind == "array":
+        if loose_objects and isinstance(value, str):
+            # provider inputs carry lists JSON-encoded, as they do objects
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return [f"{path}: expected a JSON-encoded list, got {value!r}"]
         if not isinstance(value, list):
             return [f"{path}: expected a list, got {value!r}"]
         out = []

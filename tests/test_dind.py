@@ -49,10 +49,13 @@ def test_unprivileged_nodes_get_the_capability_set(synth, dev_estate):
 def test_everything_is_on_the_configured_engine(synth, dev_estate):
     dev_estate["docker"]["engine_host"] = "unix:///tmp/other.sock"
     result = synth(dev_estate)
-    (provider,) = result.by_type("pulumi:providers:docker")
+    provider = result.named("dev-nodes-engine")
     assert provider["inputs"]["host"] == "unix:///tmp/other.sock"
-    on_engine = [r for r in result.resources if r["type"].startswith("docker:index/")]
+    on_engine = [r for r in result.resources if r["type"].startswith("docker:index/") and r["parent"] == "dev-nodes"]
     assert on_engine and all(r["provider"] == provider["name"] for r in on_engine)
+    # the swarm's own objects go to the first manager's engine, published on loopback
+    swarm = result.named("dev-swarm-provider")
+    assert swarm["inputs"]["host"] == "tcp://127.0.0.1:23750"
 
 
 def test_node_readiness_waits_on_each_container(synth, dev_estate):
