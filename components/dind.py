@@ -145,6 +145,8 @@ class DockerNodes(pulumi.ComponentResource):
                 hostname=node.name,
                 image=image.image_id,
                 entrypoints=[NODE_ENTRYPOINT],
+                # docker's own init as PID 1 reaps what dockerd, sshd and `docker exec` leave behind
+                init=True,
                 uploads=[docker.ContainerUploadArgs(file=NODE_ENTRYPOINT, content=entrypoint, executable=True)],
                 envs=[f"NODE_PRIVILEGED={'true' if engine.privileged else 'false'}"],
                 privileged=engine.privileged,
