@@ -288,14 +288,19 @@ class HostsArgs:
     secrets: SecretSource
 
 
+WORKER_WAVES = 2
+
+
 class Hosts(pulumi.ComponentResource):
     """Every node of the estate as a bootstrapped Docker host, plus the L4 pair in front.
 
     The docker substrate (docker-in-docker nodes) is another component's job; given such an
     estate, Hosts builds nothing and hands back no records.
 
-    Hosts converge one after the other, in the model's order: a day-2 change that restarts the
-    engine (a new daemon.json) must never restart every manager, or every task, at once.
+    A day-2 change that restarts the engine (a new daemon.json) must never restart every manager,
+    or every task, at once: managers converge one after the other, in the model's order; workers
+    in WORKER_WAVES waves (worker i in wave i mod WORKER_WAVES), each wave after the previous one.
+    A fixed number of waves keeps the graph's critical path independent of the worker count.
     """
 
     records: list[HostRecord]
@@ -313,11 +318,18 @@ class Hosts(pulumi.ComponentResource):
             key = args.secrets.get(spec.ssh.private_key_secret)
             if spec.substrate == "libvirt":
                 site = build_site(spec, name, self)
+            built: dict[str, HostRecord] = {}
             after: tuple[pulumi.Resource, ...] = ()
-            for node in spec.nodes:
-                record = self._host(f"{name}-{node.name}", spec, node, site, key, after)
-                self.records.append(record)
-                after = record.ready
+            for node in spec.managers:
+                built[node.name] = self._host(f"{name}-{node.name}", spec, node, site, key, after)
+                after = built[node.name].ready
+            after = ()
+            for wave in range(WORKER_WAVES):
+                members = [n for n in spec.workers if n.index % WORKER_WAVES == wave]
+                for node in members:
+                    built[node.name] = self._host(f"{name}-{node.name}", spec, node, site, key, after)
+                after = tuple(r for n in members for r in built[n.name].ready)
+            self.records = [built[n.name] for n in spec.nodes]
             if spec.l4.enabled:
                 self.l4 = L4Pair(
                     f"{name}-l4",
@@ -343,15 +355,19 @@ class Hosts(pulumi.ComponentResource):
             profile = cloudinit.docker_host_profile(spec, node, vm=True)
             user_data = cloudinit.render_user_data(spec, profile)
             artifacts.publish(f"cloud-init/{node.name}.yaml", user_data)
-            machine = Machine(
-                node.name, address, node.hypervisor, node.vcpu, node.memory_mib, node.disk_gib
-            )
+            machine = Machine(node.name, address, node.hypervisor, node.vcpu, node.memory_mib, node.disk_gib)
             conn = ssh_connection(spec, address, spec.ssh.user, key)
             vm = VirtualMachine(
                 name,
                 VirtualMachineArgs(
-                    spec, machine, site, user_data, conn, spec.ssh.user,
-                    bootstrap_of(spec, profile, spec.ssh.user, CLOUD_INIT_WAIT_SECONDS), after,
+                    spec,
+                    machine,
+                    site,
+                    user_data,
+                    conn,
+                    spec.ssh.user,
+                    bootstrap_of(spec, profile, spec.ssh.user, CLOUD_INIT_WAIT_SECONDS),
+                    after,
                 ),
                 opts,
             )
@@ -361,4 +377,3 @@ class Hosts(pulumi.ComponentResource):
         bootstrap = bootstrap_of(spec, profile, node.ssh_user)
         host = ExistingHost(name, ExistingHostArgs(address, conn, node.ssh_user, bootstrap, after), opts)
         return HostRecord(node=node, connection=conn, container=None, ready=(host.bootstrap,))
-

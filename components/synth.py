@@ -125,6 +125,18 @@ class SynthResult:
     def by_type(self, type_: str) -> list[dict[str, Any]]:
         return [r for r in self.resources if r["type"] == type_]
 
+    def critical_path(self) -> int:
+        """Resources on the longest dependency chain: how many must be created one after another."""
+        deps = {r["name"]: [d for d in r["dependencies"]] for r in self.resources}
+        longest: dict[str, int] = {}
+
+        def walk(name: str) -> int:
+            if name not in longest:
+                longest[name] = 1 + max((walk(d) for d in deps.get(name, []) if d in deps), default=0)
+            return longest[name]
+
+        return max((walk(n) for n in deps), default=0)
+
     def named(self, name: str) -> dict[str, Any]:
         matches = [r for r in self.resources if r["name"] == name]
         if len(matches) != 1:

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from components import cloudinit as ci
-from components.hosts import BOOTSTRAP_SCRIPT, Hosts, bootstrap_stdin
+from components.hosts import BOOTSTRAP_SCRIPT, WORKER_WAVES, Hosts, bootstrap_stdin
 from components.l4 import L4Pair, l4_profile
+from components.model import EstateSpec
 from components.synth import SynthResult
 from tests import schema_check
 from tests.hosts_support import SECRETS, prod_raw, prod_spec, run_tool, spec_of, synth_hosts, tool, variant
@@ -71,7 +72,9 @@ def test_adding_a_worker_leaves_every_existing_resource_unchanged(prod: tuple[Sy
     for resource in before.resources:
         again = after_by_name[resource["name"]]
         assert (again["inputs"], again["options"], again["provider"]) == (
-            resource["inputs"], resource["options"], resource["provider"]
+            resource["inputs"],
+            resource["options"],
+            resource["provider"],
         ), resource["name"]
     added = {r["name"] for r in after.resources} - {r["name"] for r in before.resources}
     assert added and all(name.startswith("hosts-docker-swarm6") for name in added)
@@ -104,9 +107,7 @@ def test_vm_inputs_come_from_the_model(prod: tuple[SynthResult, Hosts]) -> None:
     domain = result.named("hosts-docker-swarm1-domain")["inputs"]
     assert (domain["vcpu"], domain["memory"]) == (4, 16384)
     assert domain["qemuAgent"] is True and domain["autostart"] is True
-    assert domain["networkInterfaces"] == [
-        {"networkName": "swarm", "mac": ci.mac_address(spec, node.name)}
-    ]
+    assert domain["networkInterfaces"] == [{"networkName": "swarm", "mac": ci.mac_address(spec, node.name)}]
     assert domain["disks"] == [{"volumeId": "hosts-docker-swarm1-root-id"}]
     assert domain["cloudinit"] == "hosts-docker-swarm1-cloudinit-id"
     root = result.named("hosts-docker-swarm1-root")["inputs"]
@@ -121,26 +122,37 @@ def test_vm_inputs_come_from_the_model(prod: tuple[SynthResult, Hosts]) -> None:
     assert network == {"name": "swarm", "mode": "bridge", "bridge": "br0", "autostart": True}
 
 
+def rolls_after(spec: EstateSpec, name: str) -> list[str]:
+    """The rolling rule: each manager after the one before; each worker wave after the whole previous wave."""
+    managers = [n.name for n in spec.managers]
+    if name in managers:
+        i = managers.index(name)
+        return managers[i - 1 : i] if i else []
+    (node,) = [n for n in spec.workers if n.name == name]
+    wave = node.index % WORKER_WAVES
+    return [n.name for n in spec.workers if wave and n.index % WORKER_WAVES == wave - 1]
+
+
 def test_records_follow_the_model_and_wait_for_the_bootstrap(prod: tuple[SynthResult, Hosts]) -> None:
     result, hosts = prod
     spec = prod_spec()
     assert [r.node.name for r in hosts.records] == [n.name for n in spec.nodes]
     assert isinstance(hosts.l4, L4Pair)
-    previous: list[str] = []
     for record in hosts.records:
         assert record.container is None and record.connection is not None
         (ready,) = record.ready
         command = result.named(f"hosts-{record.node.name}-ready")
-        # Its own VM, and the host before it: changes roll through the estate one host at a time.
-        assert command["dependencies"] == sorted([f"hosts-{record.node.name}-domain", *previous[-1:]])
-        previous.append(command["name"])
+        # Its own VM, and the hosts before it in the rolling order (one manager at a time, workers in waves).
+        before = [f"hosts-{n}-ready" for n in rolls_after(spec, record.node.name)]
+        assert command["dependencies"] == sorted([f"hosts-{record.node.name}-domain", *before])
         assert command["inputs"]["create"] == "sudo -n bash -s"
         stdin = command["inputs"]["stdin"]
         assert f"export SE_HOSTNAME={record.node.name}\n" in stdin
         assert "export SE_WAIT_SECONDS=1200\n" in stdin
         assert stdin.endswith((Path("components/scripts/bootstrap-host.sh")).read_text())
         assert command["inputs"]["triggers"] == [
-            f"hosts-{record.node.name}-domain-id", hashlib.sha256(stdin.encode()).hexdigest()
+            f"hosts-{record.node.name}-domain-id",
+            hashlib.sha256(stdin.encode()).hexdigest(),
         ]
         assert command["inputs"]["connection"] == "[secret]"  # it carries the private key
 
@@ -195,7 +207,11 @@ def test_network_modes_nat_and_existing() -> None:
     result, _ = synth_hosts(raw)
     (network,) = result.by_type(NETWORK)
     assert network["inputs"] == {
-        "name": "swarm", "mode": "nat", "addresses": ["10.20.0.0/24"], "dhcp": {"enabled": False}, "autostart": True
+        "name": "swarm",
+        "mode": "nat",
+        "addresses": ["10.20.0.0/24"],
+        "dhcp": {"enabled": False},
+        "autostart": True,
     }
     raw["node_network"]["mode"] = "existing"
     raw["hypervisors"][0]["network"] = "lan42"
@@ -233,16 +249,36 @@ def test_existing_hosts_are_bootstrapped_over_ssh() -> None:
         assert "qemu-guest-agent" not in stdin
         assert f"export SE_USER={record.node.ssh_user}\n" in stdin  # the login that joins the docker group
     assert result.named("hosts-l4-swarm-lb1-bootstrap")["inputs"]["stdin"] == "[secret]"
-    chain = [result.named(f"hosts-{r.node.name}-bootstrap")["dependencies"] for r in hosts.records]
-    assert chain == [[]] + [[f"hosts-{r.node.name}-bootstrap"] for r in hosts.records[:-1]]
+    for r in hosts.records:
+        deps = result.named(f"hosts-{r.node.name}-bootstrap")["dependencies"]
+        assert deps == sorted(f"hosts-{n}-bootstrap" for n in rolls_after(spec, r.node.name))
     assert result.named("hosts-l4-swarm-lb2-bootstrap")["dependencies"] == ["hosts-l4-swarm-lb1-bootstrap"]
+
+
+def test_rolling_order_keeps_the_critical_path_independent_of_the_worker_count() -> None:
+    def depth(workers: int) -> int:
+        raw = variant(substrate="existing")
+        raw["swarm"]["workers"]["nodes"] = [
+            {"name": f"w{i}", "address": f"10.20.0.{100 + i}", "labels": ["l7=true"] if i < 3 else []}
+            for i in range(workers)
+        ]
+        raw["swarm"]["workers"].pop("count", None)
+        result, _ = synth_hosts(raw)
+        return result.critical_path()
+
+    assert depth(5) == depth(50)
 
 
 def test_the_docker_substrate_is_not_this_layers_job() -> None:
     raw = prod_raw()
-    dev = {"name": "dev", "domain": "dev.localhost", "substrate": "docker",
-           "node_network": {"name": "swarm-dev", "subnet": "172.28.0.0/24"},
-           "swarm": {"managers": 1, "workers": {"count": 2, "labels": ["l7=true"]}}, "l7": {"replicas": 2}}
+    dev = {
+        "name": "dev",
+        "domain": "dev.localhost",
+        "substrate": "docker",
+        "node_network": {"name": "swarm-dev", "subnet": "172.28.0.0/24"},
+        "swarm": {"managers": 1, "workers": {"count": 2, "labels": ["l7=true"]}},
+        "l7": {"replicas": 2},
+    }
     assert raw["substrate"] == "libvirt"
     result, hosts = synth_hosts(dev)
     assert hosts.records == [] and hosts.l4 is None
@@ -255,6 +291,7 @@ def test_the_docker_substrate_is_not_this_layers_job() -> None:
 def test_bootstrap_script_passes_shellcheck() -> None:
     result = run_tool([tool("shellcheck"), "--shell=bash", str(BOOTSTRAP_SCRIPT)])
     assert result.returncode == 0, result.stdout
+
 
 STUBS = {
     "dpkg-query": 'for a; do p=$a; done; [ -f "$STATE/pkg/$p" ] && echo "install ok installed" || exit 1',

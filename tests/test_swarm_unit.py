@@ -93,17 +93,6 @@ def with_workers(count: int) -> dict[str, Any]:
     return raw
 
 
-def depth(result: SynthResult) -> int:
-    """Longest chain of dependencies between registered resources."""
-    deps = {r["name"]: [d for d in r["dependencies"]] for r in result.resources}
-
-    @cache
-    def longest(name: str) -> int:
-        return 1 + max((longest(d) for d in deps.get(name, []) if d in deps), default=0)
-
-    return max(longest(n) for n in deps)
-
-
 def raw_input(monitor: RecordingMonitor, name: str, key: str) -> Any:
     """An input as the engine received it, secrets unwrapped (to check where a command runs)."""
     (request,) = [r for r in monitor.requests if r.name == name]
@@ -214,8 +203,9 @@ def test_membership_carries_the_model_labels_and_the_node_id() -> None:
 
 def test_init_takes_the_swarm_settings_from_the_model() -> None:
     raw = estate_of("prod")
-    raw["swarm"].update(default_addr_pool=["10.200.0.0/16", "10.201.0.0/16"], default_addr_pool_mask_length=26,
-                        data_path_port=4790)
+    raw["swarm"].update(
+        default_addr_pool=["10.200.0.0/16", "10.201.0.0/16"], default_addr_pool_mask_length=26, data_path_port=4790
+    )
     result, _ = synth_cluster(raw)
     env = script_env(commands(result)[f"{CLUSTER}-init"]["inputs"]["create"])
     assert env == {
@@ -230,9 +220,9 @@ def test_dependency_depth_does_not_grow_with_the_worker_count() -> None:
     small, _ = synth_cluster(with_workers(5))
     large, _ = synth_cluster(with_workers(50))
     assert len(commands(large)) - len(commands(small)) == 45 * 4  # host + registration + join + membership
-    assert depth(small) == depth(large)
+    assert small.critical_path() == large.critical_path()
     # first host -> init -> registration -> join -> membership, whatever the count.
-    assert depth(large) == 5
+    assert large.critical_path() == 5
     # Every join hangs off init (its token), its own registration and its own host only.
     for name, r in commands(large).items():
         if name.endswith("-join"):

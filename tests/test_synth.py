@@ -137,3 +137,11 @@ def test_mermaid_shows_every_node_and_public_name():
             for dns in routing.dns_names:
                 assert dns in picture
     assert "VIP 10.20.0.5" in picture
+
+
+def test_whole_estate_critical_path_does_not_grow_with_the_worker_count(prod_estate, synth):
+    lengths = []
+    for workers in (5, 50):
+        prod_estate["swarm"]["workers"]["count"] = workers
+        lengths.append(synth(prod_estate).critical_path())
+    assert lengths[0] == lengths[1]
