@@ -93,6 +93,13 @@ def main() -> None:
     print(f"{'estate':<16}{'resources':>10}{'synth s':>10}{'bare SDK s':>12}{'ratio':>8}")
     for label, count, synth_s, bare_s in rows:
         print(f"{label:<16}{count:>10}{synth_s:>10.3f}{bare_s:>12.3f}{synth_s / bare_s:>8.2f}")
+    print()
+    print(f"{'estate':<16}{'resources':>10}{'critical path':>15}")
+    for workers in (5, 50):
+        estate = estate_of("prod")
+        estate["swarm"]["workers"]["count"] = workers
+        result = run_program(config_for(estate))
+        print(f"{f'3m+{workers}w':<16}{len(result.resources):>10}{result.critical_path():>15}")
 
 
 if __name__ == "__main__":
