@@ -70,7 +70,8 @@ def _synths() -> list[SynthResult]:
 
 def _create(engine: Engine, result: SynthResult, image: str) -> list[tuple[int, str]]:
     """What DockerNodes would create, by the synth's own inputs; returns (published port, container)."""
-    for net in result.by_type(NETWORK):
+    # only the node substrate's bridge: the swarm's overlays live on the nodes' own engines
+    for net in [n for n in result.by_type(NETWORK) if (n["parent"] or "").endswith("-nodes")]:
         (ipam,) = net["inputs"]["ipamConfigs"]
         engine.run(
             "network", "create", "--driver", net["inputs"]["driver"],
