@@ -68,10 +68,14 @@ def _synths() -> list[SynthResult]:
     raise RuntimeError("no free loopback port range for the two branch stacks")
 
 
+def _on_nodes_engine(result: SynthResult, type_: str) -> list[dict[str, Any]]:
+    """The node substrate's objects; the swarm's overlays and services live on the nodes' own engines."""
+    return [r for r in result.by_type(type_) if (r["parent"] or "").endswith("-nodes")]
+
+
 def _create(engine: Engine, result: SynthResult, image: str) -> list[tuple[int, str]]:
     """What DockerNodes would create, by the synth's own inputs; returns (published port, container)."""
-    # only the node substrate's bridge: the swarm's overlays live on the nodes' own engines
-    for net in [n for n in result.by_type(NETWORK) if (n["parent"] or "").endswith("-nodes")]:
+    for net in _on_nodes_engine(result, NETWORK):
         (ipam,) = net["inputs"]["ipamConfigs"]
         engine.run(
             "network", "create", "--driver", net["inputs"]["driver"],
@@ -119,10 +123,10 @@ def test_two_branch_stacks_coexist_on_one_engine_and_one_goes_cleanly(engine: En
         assert _answer(port) == container, f"127.0.0.1:{port} does not reach {container}"
 
     # Destroy the first branch the way `pulumi destroy` would: containers, then volumes and network.
-    mine = {r["inputs"]["name"] for r in first.resources if r["type"] in (NETWORK, VOLUME, CONTAINER)}
+    mine = {r["inputs"]["name"] for t in (NETWORK, VOLUME, CONTAINER) for r in _on_nodes_engine(first, t)}
     engine.run("rm", "-f", *(c["inputs"]["name"] for c in first.by_type(CONTAINER)))
     engine.run("volume", "rm", *(v["inputs"]["name"] for v in first.by_type(VOLUME)))
-    engine.run("network", "rm", *(n["inputs"]["name"] for n in first.by_type(NETWORK)))
+    engine.run("network", "rm", *(n["inputs"]["name"] for n in _on_nodes_engine(first, NETWORK)))
     left = _names(engine, "ps") | _names(engine, "volume") | _names(engine, "network")
     assert not mine & left, f"left behind: {mine & left}"
     for port, container in published:
