@@ -8,6 +8,7 @@ and its unix socket. The machine's default engine and /var/lib/docker are never 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -62,6 +63,8 @@ class Engine:
         path = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="se-engine-", dir="/tmp"))
         path.mkdir(parents=True, exist_ok=True)
         engine = cls(root=path, _owns_root=owns)
+        # containerd namespaces allow [A-Za-z0-9] runs joined by single . _ -; mkdtemp may end in '_'.
+        namespace = "se-" + "-".join(re.findall(r"[A-Za-z0-9]+", path.name))
         cmd = [
             "dockerd",
             f"--data-root={path / 'data'}",
@@ -76,8 +79,8 @@ class Engine:
             "--ip-masq=false",
             # overlay2 needs a data root on a real filesystem; set vfs where /tmp is itself an overlay.
             f"--storage-driver={os.environ.get('SWARM_ESTATE_STORAGE_DRIVER', 'overlay2')}",
-            f"--containerd-namespace=se-{path.name}",
-            f"--containerd-plugins-namespace=se-{path.name}-plugins",
+            f"--containerd-namespace={namespace}",
+            f"--containerd-plugins-namespace={namespace}-plugins",
         ]
         log = open(path / "dockerd.log", "wb")  # noqa: SIM115 - kept open for the engine's lifetime
         engine.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
