@@ -1,0 +1,237 @@
+"""The dev estate replayed on real Docker engines: `Pulumi.dev.yaml`, with only this machine's
+engine, images and free ports swapped in (tests/replay/dev.py), from nothing to traffic to nothing.
+
+Every registration the program makes is performed for real by tests/replay (containers, networks,
+volumes and swarm objects through the Engine API, commands run): the nodes are docker-in-docker
+containers on an isolated dockerd, the swarm is formed by the program's own scripts, and the L7
+HAProxy and the demo app run as the program's swarm services.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from components.model import load_estate
+from components.synth import run_program
+from tests.conftest import config_for, estate_of
+from tests.harness import Engine, free_subnet
+from tests.replay import Replay, ReplayError, UnmappedPropertyError, leftovers
+from tests.replay.dev import LocalImages, dev_config, local_images, preload_hook
+from tests.replay.mapping import Props, container_body, network_body, service_spec, volume_body
+from tests.replay.probe import Swarm, request, wait_until
+
+DEMO_HOST = "demo.dev.localhost"
+SETTLE_S = 90
+# The swarm layer refuses to remove the last manager (tests/test_swarm_real.py requires it), so a
+# whole-estate destroy stops at the first manager's three delete steps; see the replay's report.
+LAST_MANAGER_REFUSAL = "refusing to remove the last manager"
+
+
+@dataclass
+class Dev:
+    engine: Engine
+    images: LocalImages
+    estate: dict[str, Any]
+    replay: Replay
+    swarm: Swarm
+    torn_down: list[str] = field(default_factory=list)
+
+    @property
+    def spec(self):
+        return load_estate(copy.deepcopy(self.estate))
+
+    def container(self, node: str) -> str:
+        return f"{self.spec.name}-{node}"
+
+
+@pytest.fixture(scope="module")
+def dev() -> Iterator[Dev]:
+    engine = Engine.start()
+    replay: Replay | None = None
+    try:
+        images = local_images(engine, engine.root / "work")
+        config = dev_config(engine, images, str(free_subnet()))
+        estate = config["swarm-estate:estate"]
+        try:
+            replay = Replay.run(config, "dev", on_created=preload_hook(engine, images, estate))
+        except ReplayError as failed:
+            replay = failed.replay
+            raise
+        swarm_host = f"tcp://127.0.0.1:{estate['docker']['api_port']}"
+        yield Dev(engine, images, estate, replay, Swarm(replay.engine.api(swarm_host), engine))
+    finally:
+        if replay is not None and replay.engine.created:
+            replay.teardown(run_command_deletes=False)
+        engine.stop()
+
+
+# --- without an engine: every property the programs set is mapped ------------------------------
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "ci"])
+def test_every_docker_property_the_program_sets_is_mapped(stack: str) -> None:
+    result = run_program(config_for(estate_of(stack)), stack=stack)
+    mappers = {
+        "docker:index/service:Service": service_spec,
+        "docker:index/network:Network": network_body,
+        "docker:index/volume:Volume": volume_body,
+        "docker:index/container:Container": container_body,
+    }
+    mapped = 0
+    for resource in result.resources:
+        mapper = mappers.get(resource["type"])
+        if mapper is not None:
+            mapper(Props(resource["type"], "", resource["inputs"]))
+            mapped += 1
+    assert mapped >= 3
+
+
+def test_an_unmapped_property_fails_naming_type_and_property() -> None:
+    inputs = {"name": "x", "taskSpec": {"containerSpec": {"image": "i", "privileges": {"noNewPrivileges": True}}}}
+    where = r"docker:index/service:Service: .*taskSpec\.containerSpec\.privileges"
+    with pytest.raises(UnmappedPropertyError, match=where):
+        service_spec(Props("docker:index/service:Service", "", inputs))
+
+
+def test_service_spec_maps_durations_modes_and_file_refs() -> None:
+    spec = service_spec(Props("docker:index/service:Service", "", {
+        "name": "s_web",
+        "mode": {"global": True},
+        "updateConfig": {"delay": "1m30s", "monitor": "500ms", "maxFailureRatio": "0.25", "order": "start-first"},
+        "taskSpec": {
+            "containerSpec": {"image": "sha256:abc", "env": {"A": "1"},
+                              "configs": [{"configId": "c1", "configName": "n", "fileName": "/f"}]},
+            "placement": {"prefs": ["spread=node.labels.zone"]},
+        },
+    }))
+    assert spec["Mode"] == {"Global": {}}
+    assert spec["UpdateConfig"] == {"Delay": 90 * 10**9, "Monitor": 500 * 10**6, "MaxFailureRatio": 0.25,
+                                    "Order": "start-first"}
+    container = spec["TaskTemplate"]["ContainerSpec"]
+    assert container["Env"] == ["A=1"]
+    assert container["Configs"] == [{"ConfigID": "c1", "ConfigName": "n",
+                                     "File": {"Name": "/f", "UID": "0", "GID": "0", "Mode": 0o444}}]
+    assert spec["TaskTemplate"]["Placement"] == {"Preferences": [{"Spread": {"SpreadDescriptor": "node.labels.zone"}}]}
+
+
+# --- the dev estate, replayed --------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_every_node_joined_with_its_labels(dev: Dev) -> None:
+    nodes = dev.swarm.nodes()
+    spec = dev.spec
+    assert sorted(nodes) == sorted(n.name for n in spec.nodes)
+    for node in spec.nodes:
+        got = nodes[node.name]
+        assert got["Status"]["State"] == "ready"
+        assert got["Spec"]["Role"] == node.role
+        assert got["Spec"]["Availability"] == node.availability
+        declared = {k: v for k, v in got["Spec"].get("Labels", {}).items() if k != "swarm-estate.labels"}
+        assert declared == dict(node.labels)
+    # the join tokens flowed from init's real stdout to the joins: one swarm, the one init made
+    init = next(c for c in dev.replay.engine.created if c.name.endswith("-swarm-init"))
+    cluster = dev.swarm.api.get("/swarm")["ID"]
+    assert f"cluster_id={cluster}" in init.outputs["stdout"]
+
+
+@pytest.mark.slow
+def test_the_l7_haproxy_runs_where_its_label_says(dev: Dev) -> None:
+    spec = dev.spec
+    labelled = sorted(n.name for n in spec.l7_nodes())
+    assert labelled  # the dev estate labels its workers l7=true
+    on = wait_until(lambda: dev.swarm.task_nodes("l7_haproxy") == labelled and labelled, SETTLE_S,
+                    f"one L7 task on each of {labelled}")
+    assert on
+
+
+@pytest.mark.slow
+def test_haproxy_public_spans_the_nodes_running_its_tasks(dev: Dev) -> None:
+    wait_until(lambda: len(dev.swarm.task_nodes("demo_web")) == 2, SETTLE_S, "two demo replicas")
+    on = set(dev.swarm.task_nodes("l7_haproxy")) | set(dev.swarm.task_nodes("demo_web"))
+    assert len(on) >= 2
+    for node in on:
+        net = dev.swarm.node_docker(dev.container(node), "network", "inspect", "--format",
+                                    "{{.Driver}} {{.Scope}} {{range .Peers}}{{.IP}} {{end}}", "haproxy-public")
+        driver, scope, *peers = net.split()
+        assert (driver, scope) == ("overlay", "swarm")
+        addresses = {str(n.address) for n in dev.spec.nodes if n.name in on}
+        assert set(peers) == addresses, f"{node} sees peers {peers}, expected {sorted(addresses)}"
+
+
+def _answers(dev: Dev, entrypoint: str, count: int) -> list[str]:
+    out = []
+    for _ in range(count):
+        answer = request(entrypoint, DEMO_HOST, "/hostname")
+        assert answer.status == 200, (answer.status, answer.body[:200])
+        out.append(answer.body.strip())
+    return out
+
+
+@pytest.mark.slow
+def test_each_public_name_reaches_its_app_answered_by_replicas_on_other_nodes(dev: Dev) -> None:
+    entrypoints = dev.replay.outputs["l7_https_entrypoints"]
+    assert len(entrypoints) == len(dev.spec.l7_nodes())
+    l7_node = {e: n.name for e, n in zip(entrypoints, dev.spec.l7_nodes(), strict=True)}
+    replicas = wait_until(lambda: len(dev.swarm.replicas_by_hostname("demo_web")) == 2
+                          and dev.swarm.replicas_by_hostname("demo_web"), SETTLE_S, "two running demo replicas")
+    for entrypoint in entrypoints:
+        # every running replica answers through this entry point (HAProxy found both through DNS)
+        wait_until(lambda e=entrypoint: set(_answers(dev, e, 8)) == set(replicas), SETTLE_S,
+                   f"both replicas answering through {entrypoint}")
+        page = request(entrypoint, DEMO_HOST, "/")
+        assert page.status == 200 and "swarm-estate demo" in page.body  # the stack's own index config
+        assert request(entrypoint, DEMO_HOST, "/health").status == 200
+        elsewhere = {replicas[h] for h in set(_answers(dev, entrypoint, 8))} - {l7_node[entrypoint]}
+        assert elsewhere, f"no answer through {entrypoint} came from a node other than {l7_node[entrypoint]}"
+    # plain HTTP is redirected to HTTPS for a public name
+    for entrypoint in dev.replay.outputs["l7_entrypoints"]:
+        answer = request(entrypoint, DEMO_HOST, "/")
+        assert answer.status == 301 and answer.headers["location"] == f"https://{DEMO_HOST}/"
+
+
+@pytest.mark.slow
+def test_the_cookie_keeps_a_client_on_its_replica(dev: Dev) -> None:
+    entrypoint = dev.replay.outputs["l7_https_entrypoints"][0]
+    seen = {}
+    for _ in range(20):
+        answer = request(entrypoint, DEMO_HOST, "/hostname")
+        cookie = answer.headers.get("set-cookie", "").split(";")[0]
+        assert cookie.startswith("SERVERID="), answer.headers
+        seen[answer.body.strip()] = cookie
+        if len(seen) == 2:
+            break
+    assert len(seen) == 2, "both replicas should be reached without a cookie"
+    for replica, cookie in seen.items():
+        assert set(_sticky(entrypoint, cookie, 10)) == {replica}
+
+
+def _sticky(entrypoint: str, cookie: str, count: int) -> list[str]:
+    return [request(entrypoint, DEMO_HOST, "/hostname", cookie=cookie).body.strip() for _ in range(count)]
+
+
+@pytest.mark.slow
+def test_an_unknown_host_gets_the_default_answer(dev: Dev) -> None:
+    for entrypoint in dev.replay.outputs["l7_https_entrypoints"]:
+        answer = request(entrypoint, "nobody.dev.localhost", "/")
+        assert answer.status == 404
+        assert "no service is published under this name" in answer.body
+
+
+@pytest.mark.slow
+def test_teardown_removes_everything_the_replay_made(dev: Dev) -> None:
+    api = dev.replay.engine.api(dev.engine.host)
+    before = leftovers(api)
+    assert len(before["containers"]) == len(dev.spec.nodes)
+    errors = dev.replay.teardown()
+    first = dev.spec.managers[0].name
+    # The first manager's membership delete is refused; as `pulumi destroy` does, its join and
+    # registration (which it depends on) are then kept, not deleted.
+    assert len(errors) == 1 and f"-swarm-{first}-membership" in errors[0] and LAST_MANAGER_REFUSAL in errors[0], errors
+    assert {n.rsplit("-", 1)[-1] for n in dev.replay.engine.kept if f"-swarm-{first}-" in n} >= {"join", "registration"}
+    assert leftovers(api) == {"containers": [], "volumes": [], "networks": []}
