@@ -10,6 +10,7 @@ HAProxy and the demo app run as the program's swarm services.
 from __future__ import annotations
 
 import copy
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +20,9 @@ import pytest
 from components.model import load_estate
 from components.synth import run_program
 from tests.conftest import config_for, estate_of
-from tests.harness import Engine, free_subnet
+from tests.harness import Engine, Lab, free_subnet, node_image
 from tests.replay import Replay, ReplayError, UnmappedPropertyError, leftovers
-from tests.replay.dev import LocalImages, dev_config, local_images, preload_hook
+from tests.replay.dev import LocalImages, dev_config, existing_estate, local_images, preload_hook
 from tests.replay.mapping import Props, container_body, network_body, service_spec, volume_body
 from tests.replay.probe import Swarm, request, wait_until
 
@@ -235,3 +236,68 @@ def test_teardown_removes_everything_the_replay_made(dev: Dev) -> None:
     assert len(errors) == 1 and f"-swarm-{first}-membership" in errors[0] and LAST_MANAGER_REFUSAL in errors[0], errors
     assert {n.rsplit("-", 1)[-1] for n in dev.replay.engine.kept if f"-swarm-{first}-" in n} >= {"join", "registration"}
     assert leftovers(api) == {"containers": [], "volumes": [], "networks": []}
+
+
+# --- the same estate on existing hosts, over SSH -------------------------------------------------
+
+
+def _bootstrap(typ: str, name: str) -> bool:
+    """The hosts layer's bootstrap converges packages and systemd units; the harness nodes run no
+    systemd (tini starts sshd and dockerd) and have no network to install nftables/chrony from."""
+    return typ == "command:remote:Command" and name.endswith("-bootstrap")
+
+
+@pytest.mark.slow
+def test_an_existing_substrate_estate_converges_over_ssh() -> None:
+    engine = Engine.start()
+    replay: Replay | None = None
+    try:
+        images = local_images(engine, engine.root / "work")
+        subnet = free_subnet()
+        lab = Lab(engine, node_image(engine), subnet, engine.root / "lab")
+        first = subnet.network_address
+        names = {"manager1": str(first + 10), "worker1": str(first + 20), "worker2": str(first + 21)}
+        lab.add_nodes(list(names.items()))
+        for node in lab.nodes.values():
+            with images.tarball.open("rb") as data:
+                subprocess.run(["ssh", *lab.ssh_options(), f"root@{node.address}", "docker load -q"], stdin=data,
+                               check=True, capture_output=True, timeout=180)
+        estate = existing_estate(estate_of("dev"), images, str(subnet), names)
+        config = config_for(estate, {"swarm-estate:sshPrivateKey": lab.key.read_text()})
+        try:
+            replay = Replay.run(config, "existing", ssh_options=lab.ssh_options(), skip=_bootstrap)
+        except ReplayError as failed:
+            replay = failed.replay
+            raise
+        assert sorted(replay.engine.skipped) == sorted(f"existing-hosts-{n}-bootstrap" for n in names)
+        swarm_commands = [c for c in replay.engine.created if c.typ.startswith("command:") and "-swarm-" in c.name]
+        assert len(swarm_commands) == 1 + 3 * len(names)  # init, then registration/join/membership per node
+        assert all(c.typ == "command:remote:Command" for c in swarm_commands)  # the prod path, over SSH
+
+        swarm = Swarm(replay.engine.api(f"ssh://root@{names['manager1']}:22"), engine)
+        nodes = swarm.nodes()
+        assert sorted(nodes) == sorted(names)
+        assert all(nodes[w]["Spec"]["Labels"].get("l7") == "true" for w in ("worker1", "worker2"))
+        assert swarm.task_nodes("l7_haproxy") == ["worker1", "worker2"]  # the service converged before returning
+        replicas = wait_until(lambda: len(swarm.replicas_by_hostname("demo_web")) == 2
+                              and swarm.replicas_by_hostname("demo_web"), SETTLE_S, "two demo replicas")
+        for worker in ("worker1", "worker2"):
+            entry = f"https://{names[worker]}:443"  # host-mode port of the L7 task on that node
+            wait_until(lambda e=entry: {request(e, DEMO_HOST, "/hostname", own=subnet).body.strip()
+                                        for _ in range(8)} == set(replicas), SETTLE_S, f"both replicas via {entry}")
+
+        errors = replay.teardown()
+        assert len(errors) == 1 and "-swarm-manager1-membership" in errors[0] and LAST_MANAGER_REFUSAL in errors[0]
+        for worker in ("worker1", "worker2"):  # the graceful removal ran for real: drained, left, removed
+            state = lab.nodes[worker].docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
+            assert state == "inactive", worker
+        manager = lab.nodes["manager1"]
+        assert manager.docker("node", "ls", "--format", "{{.Hostname}}").stdout.split() == ["manager1"]
+        for kind in ("service", "config", "secret"):
+            assert manager.docker(kind, "ls", "-q").stdout.split() == [], kind
+        networks = manager.docker("network", "ls", "--filter", "driver=overlay", "--format", "{{.Name}}").stdout
+        assert networks.split() == ["ingress"]
+    finally:
+        if replay is not None and replay.engine.created:
+            replay.teardown(run_command_deletes=False)
+        engine.stop()

@@ -19,6 +19,7 @@ images offline.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ from .api import DockerApi
 from .engine import Created, Hook, ReplayEngine, leftovers
 from .mapping import UnmappedPropertyError
 
-__all__ = ["Created", "DockerApi", "Replay", "ReplayEngine", "UnmappedPropertyError", "leftovers"]
+__all__ = ["Created", "DockerApi", "Replay", "ReplayEngine", "ReplayError", "UnmappedPropertyError", "leftovers"]
 
 
 @dataclass
@@ -44,10 +45,11 @@ class Replay:
 
     @classmethod
     def run(cls, config: dict[str, Any], stack: str = "replay", *, ssh_options: list[str] | None = None,
-            on_created: Hook | None = None, previous: ReplayEngine | None = None, check: bool = True) -> Replay:
+            on_created: Hook | None = None, previous: ReplayEngine | None = None, check: bool = True,
+            skip: Callable[[str, str], bool] | None = None) -> Replay:
         """Run the program with `config`, performing every registration. With `check` (the default),
         a failed registration raises after the run, naming the first failures; teardown stays possible."""
-        engine = ReplayEngine(ssh_options=list(ssh_options or []), on_created=on_created, previous=previous)
+        engine = ReplayEngine(ssh_options=list(ssh_options or []), on_created=on_created, previous=previous, skip=skip)
         replay = cls(engine=engine, result=None)
         monitor = RecordingMonitor(engine)
         try:

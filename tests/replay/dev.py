@@ -99,3 +99,28 @@ def preload_hook(engine: Engine, images: LocalImages, estate: dict[str, Any]) ->
             raise RuntimeError(f"loading the service images into {container} failed: {result.stderr.decode()}")
 
     return load
+
+
+def existing_estate(dev: dict[str, Any], images: LocalImages, subnet: str, nodes: dict[str, str]) -> dict[str, Any]:
+    """The dev estate's swarm, L7 and stacks on existing hosts (`nodes`: name -> address, first one
+    the manager, the others L7-labelled workers) reached over SSH as root with a preinstalled engine."""
+    manager, *workers = nodes.items()
+    estate = {
+        "name": "existing",
+        "domain": dev["domain"],
+        "substrate": "existing",
+        "node_network": {"name": "lab", "subnet": subnet},
+        "ssh": {"user": "root", "private_key_secret": "sshPrivateKey"},
+        "engine": {"install": "preinstalled"},
+        "swarm": {
+            "managers": {"count": 1, "nodes": [{"name": manager[0], "address": manager[1]}]},
+            "workers": {"count": len(workers), "labels": ["l7=true"],
+                        "nodes": [{"name": n, "address": a} for n, a in workers]},
+        },
+        "public_network": copy.deepcopy(dev["public_network"]),
+        "l7": {**copy.deepcopy(dev["l7"]), "image": images.haproxy},
+        "stacks": copy.deepcopy(dev["stacks"]),
+    }
+    for stack in estate["stacks"].values():
+        stack.setdefault("variables", {})["DEMO_IMAGE"] = images.app
+    return estate

@@ -74,6 +74,8 @@ class ReplayEngine(pulumi_mocks.Mocks):
     ssh_options: list[str] = field(default_factory=list)
     on_created: Hook | None = None
     previous: ReplayEngine | None = None  # update mode: replay a second config against what this one made
+    # Resources not performed (their outputs are their inputs, stdout empty): a test names each and says why.
+    skip: Callable[[str, str], bool] | None = None
     created: list[Created] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     t0: float = field(default_factory=time.monotonic)
@@ -85,6 +87,7 @@ class ReplayEngine(pulumi_mocks.Mocks):
         self.reused: list[str] = []
         self.dependencies: dict[str, set[str]] = {}  # resource name -> names it depends on (set by Replay.run)
         self.kept: list[str] = []
+        self.skipped: list[str] = []
         self.updated: list[str] = []
         if self.previous is not None:
             self._providers.update(self.previous._providers)
@@ -127,6 +130,10 @@ class ReplayEngine(pulumi_mocks.Mocks):
             return ident, None, inputs
         if typ.startswith("pulumi:providers:"):
             return f"{args.name}-provider", None, inputs
+        if self.skip is not None and self.skip(typ, args.name):
+            with self._lock:
+                self.skipped.append(args.name)
+            return f"{args.name}-skipped", None, {**inputs, "stdout": "", "stderr": ""}
         previous = self._previous(typ, args.name)
         if previous is not None:
             outcome = self._update(previous, args)
@@ -331,7 +338,7 @@ class ReplayEngine(pulumi_mocks.Mocks):
             records = list(reversed(self.created))
             self.created = []
         for record in records:
-            if self.previous is not None and record.name in self.reused:
+            if (self.previous is not None and record.name in self.reused) or record.name in self.skipped:
                 continue
             dependents = {n for n, deps in self.dependencies.items() if record.name in deps}
             if record.typ.startswith("command:") and dependents & blocked:

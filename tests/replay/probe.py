@@ -11,6 +11,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from tests.harness import Engine
@@ -27,19 +28,22 @@ class Answer:
     headers: dict[str, str]
 
 
-def request(entrypoint: str, host: str, path: str = "/", cookie: str | None = None) -> Answer:
-    """One request to `entrypoint` (http(s)://127.0.0.1:port) with `Host: host` (and SNI for https)."""
+def request(entrypoint: str, host: str, path: str = "/", cookie: str | None = None,
+            own: IPv4Network | None = None) -> Answer:
+    """One request to `entrypoint` (http(s)://127.0.0.1:port, or an address of `own`, the test's own
+    container network) with `Host: host`."""
     url = urllib.parse.urlparse(entrypoint)
-    assert url.hostname == "127.0.0.1", f"traffic goes to loopback only, not {entrypoint}"
+    target = IPv4Address(url.hostname or "")
+    assert target.is_loopback or (own is not None and target in own), f"not loopback or our own: {entrypoint}"
     if url.scheme == "https":
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # the estate's self-signed certificate
         conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            "127.0.0.1", url.port, timeout=REQUEST_TIMEOUT_S, context=context
+            str(target), url.port, timeout=REQUEST_TIMEOUT_S, context=context
         )
     else:
-        conn = http.client.HTTPConnection("127.0.0.1", url.port, timeout=REQUEST_TIMEOUT_S)
+        conn = http.client.HTTPConnection(str(target), url.port, timeout=REQUEST_TIMEOUT_S)
     try:
         headers = {"Host": host, "Connection": "close"}
         if cookie:
