@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import datetime
 import shutil
 import socket
 import subprocess
@@ -11,15 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from components.hosts import Hosts, HostsArgs
 from components.model import EstateSpec, load_estate
 from components.secrets import SecretSource
 from components.synth import SynthResult, run_function
+from tests.tls_support import self_signed
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,21 +119,7 @@ def free_port_on(hosts: list[str]) -> int:
 
 def throwaway_ca_pem() -> str:
     """A freshly generated self-signed CA certificate (never trusted anywhere)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "swarm-estate test CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
+    return self_signed("swarm-estate test CA", ca=True)[0].decode()
 
 
 TEST_CA = throwaway_ca_pem()
