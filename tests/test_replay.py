@@ -40,7 +40,7 @@ class Dev:
     estate: dict[str, Any]
     replay: Replay
     swarm: Swarm
-    torn_down: list[str] = field(default_factory=list)
+    updates: list[Replay] = field(default_factory=list)
 
     @property
     def spec(self):
@@ -64,11 +64,21 @@ def dev() -> Iterator[Dev]:
             replay = failed.replay
             raise
         swarm_host = f"tcp://127.0.0.1:{estate['docker']['api_port']}"
-        yield Dev(engine, images, estate, replay, Swarm(replay.engine.api(swarm_host), engine))
+        dev = Dev(engine, images, estate, replay, Swarm(replay.engine.api(swarm_host), engine))
+        yield dev
+        for update in dev.updates:  # left behind only when a test failed before the teardown test
+            update.teardown(run_command_deletes=False)
     finally:
         if replay is not None and replay.engine.created:
             replay.teardown(run_command_deletes=False)
         engine.stop()
+
+
+def dev_teardown(dev: Dev) -> list[str]:
+    """Newest replay first: an update's new objects, then everything the first replay made."""
+    errors = [e for update in reversed(dev.updates) for e in update.teardown()]
+    dev.updates.clear()
+    return errors + dev.replay.teardown()
 
 
 # --- without an engine: every property the programs set is mapped ------------------------------
@@ -225,11 +235,31 @@ def test_an_unknown_host_gets_the_default_answer(dev: Dev) -> None:
 
 
 @pytest.mark.slow
+def test_a_second_config_is_applied_as_service_updates(dev: Dev) -> None:
+    estate = copy.deepcopy(dev.estate)
+    estate["stacks"]["demo"]["services"]["web"]["replicas"] = 3
+    old_config = next(c for c in dev.replay.engine.created if c.name.endswith("-l7-config")).inputs["name"]
+    update = dev.replay.update(config_for(estate), "dev")
+    dev.updates.append(update)
+    assert sorted(update.engine.updated) == ["dev-l7-service", "dev-stack-demo-web"]
+    made = {c.name for c in update.engine.created
+            if c.name not in update.engine.reused and not c.typ.startswith("pulumi:providers:")}
+    assert made == {"dev-l7-config", "dev-l7-service", "dev-stack-demo-web"}  # the rest was left as it was
+    replicas = wait_until(lambda: len(dev.swarm.replicas_by_hostname("demo_web")) == 3
+                          and dev.swarm.replicas_by_hostname("demo_web"), SETTLE_S, "three demo replicas")
+    l7 = dev.swarm.api.get("/services/l7_haproxy")["Spec"]["TaskTemplate"]["ContainerSpec"]["Configs"]
+    assert [c["ConfigName"] for c in l7] != [old_config]  # the rolled L7 runs the re-rendered config
+    for entrypoint in dev.replay.outputs["l7_https_entrypoints"]:
+        wait_until(lambda e=entrypoint: set(_answers(dev, e, 12)) == set(replicas), SETTLE_S,
+                   f"all three replicas answering through {entrypoint}")
+
+
+@pytest.mark.slow
 def test_teardown_removes_everything_the_replay_made(dev: Dev) -> None:
     api = dev.replay.engine.api(dev.engine.host)
     before = leftovers(api)
     assert len(before["containers"]) == len(dev.spec.nodes)
-    errors = dev.replay.teardown()
+    errors = dev_teardown(dev)
     first = dev.spec.managers[0].name
     # The first manager's membership delete is refused; as `pulumi destroy` does, its join and
     # registration (which it depends on) are then kept, not deleted.
