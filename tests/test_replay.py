@@ -17,12 +17,20 @@ from typing import Any
 
 import pytest
 
+from components.branch import derive_branch_estate
 from components.model import load_estate
 from components.synth import run_program
 from tests.conftest import config_for, estate_of
 from tests.harness import Engine, Lab, free_subnet, node_image
 from tests.replay import Replay, ReplayError, UnmappedPropertyError, leftovers
-from tests.replay.dev import LocalImages, dev_config, existing_estate, local_images, preload_hook
+from tests.replay.dev import (
+    LocalImages,
+    branch_template,
+    dev_config,
+    existing_estate,
+    local_images,
+    preload_hook,
+)
 from tests.replay.mapping import Props, container_body, network_body, service_spec, volume_body
 from tests.replay.probe import Swarm, request, wait_until
 
@@ -330,4 +338,53 @@ def test_an_existing_substrate_estate_converges_over_ssh() -> None:
     finally:
         if replay is not None and replay.engine.created:
             replay.teardown(run_command_deletes=False)
+        engine.stop()
+
+
+# --- two branch stacks side by side on one engine (issue 9) --------------------------------------
+
+
+@pytest.mark.slow
+def test_two_branch_stacks_run_side_by_side_and_both_are_destroyed_cleanly() -> None:
+    engine = Engine.start()
+    replays: dict[str, Replay] = {}
+    try:
+        images = local_images(engine, engine.root / "work")
+        raw = branch_template(engine, images)
+        branches = ("feature-login", "fix-cache")
+        for stack in branches:
+            derived = derive_branch_estate(raw, stack)
+            try:
+                replays[stack] = Replay.run(config_for(raw), stack, on_created=preload_hook(engine, images, derived))
+            except ReplayError as failed:
+                replays[stack] = failed.replay
+                raise
+        entry = {s: r.outputs["l7_https_entrypoints"] for s, r in replays.items()}
+        name = {s: r.outputs["public_urls"][0].split("/")[2] for s, r in replays.items()}
+        assert not set(entry[branches[0]]) & set(entry[branches[1]])
+        assert name[branches[0]] != name[branches[1]]
+        api = replays[branches[0]].engine.api(engine.host)
+        assert len(leftovers(api)["containers"]) == 4  # 1 manager + 1 worker per branch, on one engine
+
+        for stack, replay in replays.items():
+            derived = load_estate(derive_branch_estate(raw, stack))
+            swarm = Swarm(replay.engine.api(f"tcp://127.0.0.1:{derived.docker.api_port}"), engine)
+            assert sorted(swarm.nodes()) == sorted(n.name for n in derived.nodes)
+            replicas = wait_until(lambda s=swarm: len(s.replicas_by_hostname("demo_web")) == 2
+                                  and s.replicas_by_hostname("demo_web"), SETTLE_S, f"{stack}: two replicas")
+            (https,) = entry[stack]
+            wait_until(lambda e=https, n=name[stack], want=set(replicas):
+                       {request(e, n, "/hostname").body.strip() for _ in range(8)} == want,
+                       SETTLE_S, f"{stack}: its own replicas through {https}")
+            other = next(n for s, n in name.items() if s != stack)
+            assert request(https, other, "/").status == 404  # the other branch's name is not served here
+
+        for stack in reversed(branches):
+            errors = replays[stack].teardown()
+            assert len(errors) == 1 and LAST_MANAGER_REFUSAL in errors[0], errors
+        assert leftovers(api) == {"containers": [], "volumes": [], "networks": []}
+    finally:
+        for replay in replays.values():
+            if replay.engine.created:
+                replay.teardown(run_command_deletes=False)
         engine.stop()

@@ -124,3 +124,14 @@ def existing_estate(dev: dict[str, Any], images: LocalImages, subnet: str, nodes
     for stack in estate["stacks"].values():
         stack.setdefault("variables", {})["DEMO_IMAGE"] = images.app
     return estate
+
+
+def branch_template(engine: Engine, images: LocalImages) -> dict[str, Any]:
+    """`Pulumi.ci.yaml` (the branch template) on this machine's engine and images. Names, subnets and
+    ports stay the template's business: the program derives them from each branch stack's name."""
+    raw = estate_of("ci")
+    raw["docker"].update(engine_host=engine.host, image=images.node, privileged=False)
+    raw.setdefault("l7", {})["image"] = images.haproxy
+    for stack in raw.get("stacks", {}).values():
+        stack.setdefault("variables", {})["DEMO_IMAGE"] = images.app
+    return raw
