@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import shutil
 import socket
 import subprocess
 import tarfile
@@ -84,7 +85,10 @@ class DockerApi:
                 self._forward.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self._forward.kill()
+                self._forward.wait(timeout=10)
             self._forward = None
+            if self._unix is not None:
+                shutil.rmtree(Path(self._unix).parent, ignore_errors=True)
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self._unix is not None:

@@ -51,8 +51,9 @@ class Created:
     name: str
     ident: str
     host: str | None  # the docker endpoint, for docker resources
-    inputs: dict[str, Any]
-    outputs: dict[str, Any]
+    # Hold secrets in the clear (join tokens, the generated TLS key): kept out of reprs and test logs.
+    inputs: dict[str, Any] = field(repr=False)
+    outputs: dict[str, Any] = field(repr=False)
     started: float
     finished: float
 
@@ -108,7 +109,12 @@ class ReplayEngine(pulumi_mocks.Mocks):
         with self._lock:
             self.created.append(record)
         if self.on_created is not None:
-            self.on_created(record)
+            try:
+                self.on_created(record)
+            except Exception as exc:
+                with self._lock:
+                    self.failures.append(Failure(args.typ, args.name, f"after create: {type(exc).__name__}: {exc}"))
+                raise
         return ident, outputs
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
