@@ -120,8 +120,12 @@ class Load:
 
     def stop(self) -> LoadResult:
         """End early (no new sends) and wait for the requests in flight."""
-        self._stop.set()
+        self.halt()
         return self.wait()
+
+    def halt(self) -> None:
+        """No new sends from now on (several streams end together: halt all, then `wait` each)."""
+        self._stop.set()
 
     def wait(self) -> LoadResult:
         self._thread.join(self.duration + 3 * REQUEST_TIMEOUT_S + 10)

@@ -114,6 +114,11 @@ class Estate:
         self.estate = estate
         return replay
 
+    def set_availability(self, node: str, availability: str) -> None:
+        current = self.swarm.api.get(f"/nodes/{node}")
+        spec = {**current["Spec"], "Availability": availability}
+        self.swarm.api.post(f"/nodes/{current['ID']}/update", spec, version=current["Version"]["Index"])
+
     def load_image(self, container: str, tarball: bytes) -> None:
         subprocess.run(["docker", "exec", "-i", container, "docker", "load", "-q"], input=tarball,
                        capture_output=True, env=self.engine.env(), timeout=120, check=True)
@@ -304,8 +309,10 @@ def l7_config_change(estate: Estate) -> dict[str, Any]:
     old_config = {c["ConfigName"] for c in estate.service(L7_SERVICE)["Spec"]["TaskTemplate"]["ContainerSpec"]
                   .get("Configs", [])}
     eps = len(estate.entrypoints)
-    plain = [load(estate, i, rate=RATE / 2) for i in range(eps)]  # one per node: its window alone
-    retrying = [load(estate, i, fallback=True, rate=RATE / 2) for i in range(eps)]
+    # one stream per node without retry (its window alone), one per node with the client retry;
+    # together they send RATE: a TLS handshake per request, and the machine also runs five engines
+    plain = [load(estate, i, duration=ROLL_S + 60, rate=RATE / 4) for i in range(eps)]
+    retrying = [load(estate, i, duration=ROLL_S + 60, fallback=True, rate=RATE / 4) for i in range(eps)]
     time.sleep(2)
     started = time.time()
     estate.update(changed)
@@ -313,8 +320,10 @@ def l7_config_change(estate: Estate) -> dict[str, Any]:
     for ep in estate.entrypoints:
         wait_for(lambda ep=ep: get(ep, NEW_HOST, "/hostname")[0] == 200, 30, f"{NEW_HOST} answering on {ep}")
     time.sleep(2)
-    plain_results = [s.stop() for s in plain]
-    retry_results = [s.stop() for s in retrying]
+    for stream in plain + retrying:
+        stream.halt()
+    plain_results = [s.wait() for s in plain]
+    retry_results = [s.wait() for s in retrying]
     new_config = {c["ConfigName"] for c in estate.service(L7_SERVICE)["Spec"]["TaskTemplate"]["ContainerSpec"]
                   .get("Configs", [])}
     return {
@@ -367,9 +376,18 @@ def scale_out(estate: Estate) -> dict[str, Any]:
     before = running_ids(estate, SERVICE)
     replicas = len(before)
     rotation.wait(lambda c: all(v == replicas for v in c.values()), 30, "every replica in rotation first")
-    estate.scale(SERVICE, replicas + 1)
-    new = wait_for(lambda: [t for i, t in running_ids(estate, SERVICE).items() if i not in before], 60,
-                   "the new replica running")[0]
+    # Onto the new capacity: the other nodes are paused while the service scales (running tasks
+    # stay), so the new replica lands on the new worker and its removal later has a task to move.
+    others = [n for n in estate.spec.nodes if n.name != EXTRA_WORKER]
+    try:
+        for node in others:
+            estate.set_availability(node.name, "pause")
+        estate.scale(SERVICE, replicas + 1)
+        new = wait_for(lambda: [t for i, t in running_ids(estate, SERVICE).items() if i not in before], 60,
+                       "the new replica running")[0]
+    finally:
+        for node in others:
+            estate.set_availability(node.name, node.availability)
     in_at = rotation.wait(lambda c: all(v == replicas + 1 for v in c.values()), 30, "the new replica in rotation")
     return {"time to rotation after running s": in_at - task_time(new),
             "new replica on": estate.swarm.node_names()[new["NodeID"]]}
@@ -495,6 +513,7 @@ def test_scale_out_new_replica_is_in_rotation_within_the_goal(estate: Estate) ->
     figures = scale_out(estate)
     _show("scale-out", figures)
     assert EXTRA_WORKER in estate.swarm.nodes()
+    assert figures["new replica on"] == EXTRA_WORKER
     assert figures["time to rotation after running s"] <= SCALE_OUT_GOAL_S
 
 
@@ -504,6 +523,7 @@ def test_worker_removal_drains_it_without_a_failed_request(estate: Estate) -> No
     _show("worker removal", figures)
     assert figures["failed requests"] == 0, figures["_result"].failed[:5]
     assert EXTRA_WORKER not in figures["nodes after"]
+    assert EXTRA_WORKER in figures["tasks before on"]  # the scale-out put a replica there
     assert EXTRA_WORKER not in figures["tasks after on"]
     assert len(figures["tasks after on"]) == figures["replicas"]
     api = estate.replay.engine.api(estate.engine.host)
