@@ -117,11 +117,22 @@ def node_env(spec: EstateSpec, node: Node) -> dict[str, str]:
         "LABELS": labels_arg(node.labels),
         "OWNED_PREFIXES": " ".join(spec.swarm.owned_label_prefixes),
         "DRAIN_TIMEOUT": str(DRAIN_TIMEOUT_S),
+        "DISSOLVE": dissolve(spec),
     }
 
 
-def removal_env(node: Node) -> dict[str, str]:
-    return {"NODE_ADDR": str(node.address), "NODE_NAME": node.name, "LEAVE_TIMEOUT": str(LEAVE_TIMEOUT_S)}
+def dissolve(spec: EstateSpec) -> str:
+    """Whether the last manager may dissolve the swarm when it is removed (a whole-estate destroy)."""
+    return "true" if spec.swarm.dissolve_on_destroy else "false"
+
+
+def removal_env(spec: EstateSpec, node: Node) -> dict[str, str]:
+    return {
+        "NODE_ADDR": str(node.address),
+        "NODE_NAME": node.name,
+        "LEAVE_TIMEOUT": str(LEAVE_TIMEOUT_S),
+        "DISSOLVE": dissolve(spec),
+    }
 
 
 def provider_host(spec: EstateSpec, record: HostRecord) -> str:
@@ -195,12 +206,17 @@ class Cluster(pulumi.ComponentResource):
 
         # The first manager gets a join too (a no-op after init): every node then has the same
         # three resources, so reordering the managers only moves commands, never deletes a join.
+        # Every other node's chain hangs off the first manager's membership: on a whole-estate
+        # destroy (dependents go first) the others are drained, leave and are removed before the
+        # first manager is, so it is the last manager when it dissolves the swarm.
         self.node_ids = {}
-        for node in spec.nodes:
-            joined = self._join(node, records[node.name], init)
+        anchor: list[pulumi.Resource] = []
+        for node in [first.node, *(n for n in spec.nodes if n.name != first.node.name)]:
+            joined = self._join(node, records[node.name], [init, *anchor])
             node_id = joined.stdout.apply(lambda out: parse_kv(out).get("node_id", ""))
-            self._membership(node, node_id, joined)
+            membership = self._membership(node, node_id, joined)
             self.node_ids[node.name] = node_id
+            anchor = anchor or [membership]
 
         self.provider = docker.Provider(
             f"{name}-provider",
@@ -226,15 +242,15 @@ class Cluster(pulumi.ComponentResource):
             }
         )
 
-    def _join(self, node: Node, record: HostRecord, init: HostCommand) -> HostCommand:
+    def _join(self, node: Node, record: HostRecord, after: list[pulumi.Resource]) -> HostCommand:
         spec, name = self._spec, self._name
         registration = self._command(
             f"{name}-{node.name}-registration",
             self._manager,
             create=script_command("swarm-manager-check.sh", {}),
-            delete=script_command("swarm-node-rm.sh", removal_env(node)),
+            delete=script_command("swarm-node-rm.sh", removal_env(spec, node)),
             triggers=[script_hash("swarm-manager-check.sh"), script_hash("swarm-node-rm.sh")],
-            depends_on=[init],
+            depends_on=after,
         )
         token = self.manager_token if node.role == "manager" else self.worker_token
         create = pulumi.Output.all(token, self.cluster_id).apply(
@@ -247,14 +263,14 @@ class Cluster(pulumi.ComponentResource):
             f"{name}-{node.name}-join",
             record,
             create=pulumi.Output.secret(create),
-            delete=script_command("swarm-leave.sh", {}),
+            delete=script_command("swarm-leave.sh", {"DISSOLVE": dissolve(spec)}),
             triggers=[script_hash("swarm-join.sh"), script_hash("swarm-leave.sh")],
             depends_on=[registration, *record.ready],
         )
 
-    def _membership(self, node: Node, node_id: pulumi.Output[str], joined: pulumi.Resource) -> None:
+    def _membership(self, node: Node, node_id: pulumi.Output[str], joined: pulumi.Resource) -> HostCommand:
         env = node_env(self._spec, node)
-        self._command(
+        return self._command(
             f"{self._name}-{node.name}-membership",
             self._manager,
             create=node_id.apply(lambda nid: script_command("swarm-node.sh", {**env, "NODE": nid})),

@@ -65,8 +65,9 @@ class Swarm:
     def first(self) -> LabNode:
         return self.node(self.spec.managers[0].name)
 
-    def run(self, where: LabNode, script: str, env: dict[str, str], check: bool = True
-            ) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, where: LabNode, script: str, env: dict[str, str], check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return where.ssh(script_command(script, env), check=check, timeout=240)
 
     def init(self) -> dict[str, str]:
@@ -105,8 +106,20 @@ class Swarm:
 
     def service(self, name: str, *flags: str) -> None:
         """A dnsrr service of sleeping busybox tasks: no VIP (this kernel has no IPVS)."""
-        self.first.docker("service", "create", "-d", "--no-resolve-image", "--name", name, "--endpoint-mode", "dnsrr",
-                          *flags, self.image, "sleep", "86400")
+        self.first.docker(
+            "service",
+            "create",
+            "-d",
+            "--no-resolve-image",
+            "--name",
+            name,
+            "--endpoint-mode",
+            "dnsrr",
+            *flags,
+            self.image,
+            "sleep",
+            "86400",
+        )
 
     def task_nodes(self, service: str) -> list[str]:
         lines = self.first.docker(
@@ -152,7 +165,11 @@ def test_init_and_joins_build_the_modelled_swarm(swarm: Swarm) -> None:
     state = swarm.nodes_state()
     assert sorted(state) == ["m1", "m2", "m3", "w1", "w2"]
     assert {n: s["role"] for n, s in state.items()} == {
-        "m1": "manager", "m2": "manager", "m3": "manager", "w1": "worker", "w2": "worker"
+        "m1": "manager",
+        "m2": "manager",
+        "m3": "manager",
+        "w1": "worker",
+        "w2": "worker",
     }
     assert all(s["status"] == "ready" for s in state.values())
     assert all(state[m]["manager"] == "reachable" for m in ("m1", "m2", "m3"))
@@ -185,8 +202,7 @@ def test_the_docker_exec_form_for_dind_nodes_runs_the_same_scripts(swarm: Swarm)
     first = swarm.spec.managers[0]
     env = {**node_env(swarm.spec, swarm.model("w1")), "NODE": swarm.node_ids["w1"]}
     line = in_container(swarm.node(first.name).container, script_command("swarm-node.sh", env))
-    result = subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=120,
-                            env=swarm.lab.engine.env())
+    result = subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=120, env=swarm.lab.engine.env())
     assert result.returncode == 0, result.stderr
     assert parse_kv(result.stdout)["node"] == swarm.node_ids["w1"]
     assert "label l7=true" in result.stdout.splitlines()
@@ -252,9 +268,12 @@ def test_drain_gives_a_clear_bounded_failure_when_tasks_cannot_move(swarm: Swarm
     swarm.service("pinned", "--constraint", "node.hostname==w1")
     wait_for("pinned on w1", lambda: swarm.task_nodes("pinned") == ["w1"])
     started = time.monotonic()
-    result = swarm.run(first, "swarm-node-drain.sh",
-                       {**node_env(swarm.spec, swarm.model("w1")), "NODE": swarm.node_ids["w1"], "DRAIN_TIMEOUT": "5"},
-                       check=False)
+    result = swarm.run(
+        first,
+        "swarm-node-drain.sh",
+        {**node_env(swarm.spec, swarm.model("w1")), "NODE": swarm.node_ids["w1"], "DRAIN_TIMEOUT": "5"},
+        check=False,
+    )
     assert result.returncode != 0
     assert "have not moved after 5s" in result.stderr and "pinned" in result.stderr
     assert time.monotonic() - started < 60
@@ -272,7 +291,7 @@ def remove(swarm: Swarm, name: str) -> None:
     for _ in range(3):
         swarm.run(swarm.node(name), "swarm-leave.sh", {})
     for _ in range(3):
-        swarm.run(swarm.first, "swarm-node-rm.sh", removal_env(node))
+        swarm.run(swarm.first, "swarm-node-rm.sh", removal_env(swarm.spec, node))
 
 
 def test_removing_a_worker_moves_its_tasks_then_drops_it(swarm: Swarm) -> None:
@@ -318,8 +337,12 @@ def test_joining_a_node_of_another_swarm_is_a_clear_error(swarm: Swarm) -> None:
     outsider = swarm.outsider
     outsider.docker("swarm", "init", "--advertise-addr", str(outsider.address))
     tokens = parse_kv(swarm.run(swarm.first, "swarm-init.sh", init_env(swarm.spec, swarm.spec.managers[0])).stdout)
-    env = {**join_env(swarm.spec, swarm.model("w1"), swarm.spec.managers[0]), "ADVERTISE_ADDR": str(outsider.address),
-           "JOIN_TOKEN": tokens["worker_token"], "CLUSTER_ID": swarm.cluster_id}
+    env = {
+        **join_env(swarm.spec, swarm.model("w1"), swarm.spec.managers[0]),
+        "ADVERTISE_ADDR": str(outsider.address),
+        "JOIN_TOKEN": tokens["worker_token"],
+        "CLUSTER_ID": swarm.cluster_id,
+    }
     result = swarm.run(outsider, "swarm-join.sh", env, check=False)
     assert result.returncode != 0
     assert "already belongs to another swarm" in result.stderr
@@ -341,18 +364,42 @@ def test_removing_the_last_manager_is_refused(swarm: Swarm) -> None:
     assert outsider.docker("node", "inspect", "--format", "{{.Spec.Availability}}", own_id).stdout.strip() == "active"
     leave = swarm.run(outsider, "swarm-leave.sh", {}, check=False)
     assert leave.returncode != 0 and "still a manager" in leave.stderr
-    demote = swarm.run(outsider, "swarm-node.sh", {"NODE": own_id, "ROLE": "worker", "AVAILABILITY": "active"},
-                       check=False)
+    demote = swarm.run(
+        outsider, "swarm-node.sh", {"NODE": own_id, "ROLE": "worker", "AVAILABILITY": "active"}, check=False
+    )
     assert demote.returncode != 0 and "refusing to demote the last manager" in demote.stderr
+
+
+def test_a_destroyed_estate_dissolves_the_swarm_on_its_last_manager(swarm: Swarm) -> None:
+    """swarm.dissolve_on_destroy: the same three deletes, on the last manager, end the swarm cleanly."""
+    outsider = swarm.outsider
+    if outsider.docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip() != "active":
+        outsider.docker("swarm", "init", "--advertise-addr", str(outsider.address))
+    own_id = outsider.docker("info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
+    dissolve = {"DISSOLVE": "true"}
+    drain = swarm.run(outsider, "swarm-node-drain.sh", {"NODE": own_id, **dissolve})
+    assert "the swarm is dissolved when it leaves" in drain.stderr
+    for _ in range(2):  # idempotent: the second leave finds no swarm
+        swarm.run(outsider, "swarm-leave.sh", dissolve)
+    assert outsider.docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip() == "inactive"
+    rm = swarm.run(outsider, "swarm-node-rm.sh", {"NODE_ADDR": str(outsider.address), "NODE_NAME": "x", **dissolve})
+    assert "the swarm is dissolved" in rm.stderr
 
 
 def test_an_even_manager_count_is_rejected_by_the_model() -> None:
     with pytest.raises(EstateConfigError) as err:
-        load_estate({
-            "name": "even", "domain": "even.localhost", "substrate": "docker",
-            "node_network": {"subnet": "172.31.250.0/24"}, "swarm": {"managers": 2}, "l7": {"replicas": 1},
-            "docker": {}, "public_network": {"name": "haproxy-public"},
-        })
+        load_estate(
+            {
+                "name": "even",
+                "domain": "even.localhost",
+                "substrate": "docker",
+                "node_network": {"subnet": "172.31.250.0/24"},
+                "swarm": {"managers": 2},
+                "l7": {"replicas": 1},
+                "docker": {},
+                "public_network": {"name": "haproxy-public"},
+            }
+        )
     assert "swarm-estate:estate.swarm.managers: 2 managers cannot tolerate any failure; use 1, 3, 5 or 7" in str(
         err.value
     )

@@ -221,15 +221,23 @@ def test_dependency_depth_does_not_grow_with_the_worker_count() -> None:
     large, _ = synth_cluster(with_workers(50))
     assert len(commands(large)) - len(commands(small)) == 45 * 4  # host + registration + join + membership
     assert small.critical_path() == large.critical_path()
-    # first host -> init -> registration -> join -> membership, whatever the count.
-    assert large.critical_path() == 5
-    # Every join hangs off init (its token), its own registration and its own host only.
+    # first host -> init -> the first manager's registration -> join -> membership -> then any other
+    # node's registration -> join -> membership, whatever the count.
+    assert large.critical_path() == 8
     for name, r in commands(large).items():
         if name.endswith("-join"):
+            # Every join hangs off init (its token), its own registration and its own host only.
             node = name.removeprefix(f"{CLUSTER}-").removesuffix("-join")
             assert sorted(r["dependencies"]) == sorted(
                 [f"{CLUSTER}-init", f"{CLUSTER}-{node}-registration", f"host-{node}"]
             )
+        if name.endswith("-registration"):
+            # ...and every registration off init (the token) and, but for the first manager's own, that
+            # manager's membership: a whole-estate destroy removes the others before the last manager.
+            deps = r["dependencies"]
+            assert f"{CLUSTER}-init" in deps
+            others = [d for d in deps if d != f"{CLUSTER}-init"]
+            assert others in ([], [f"{CLUSTER}-docker-swarm-mgr1-membership"]), (name, deps)
 
 
 def delete_order(result: SynthResult, names: list[str]) -> list[str]:
@@ -300,7 +308,7 @@ def test_docker_in_docker_nodes_run_the_scripts_with_docker_exec() -> None:
     assert init["inputs"]["create"].startswith("docker exec dev-manager1 env ")
     assert init["inputs"]["environment"] == {"DOCKER_HOST": "unix:///var/run/docker.sock"}
     leave = cmds[f"{CLUSTER}-worker1-join"]["inputs"]["delete"]
-    assert leave == in_container("dev-worker1", script_command("swarm-leave.sh", {}))
+    assert leave == in_container("dev-worker1", script_command("swarm-leave.sh", {"DISSOLVE": "true"}))
     assert result.named(f"{CLUSTER}-provider")["inputs"]["host"] == "tcp://127.0.0.1:23750"
 
 
@@ -348,3 +356,13 @@ def test_scripts_pass_shellcheck_as_posix_sh() -> None:
     assert len(scripts) == 7
     result = subprocess.run([shellcheck, "--shell=sh", *scripts], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout
+
+
+def test_a_whole_estate_destroy_removes_the_first_manager_last() -> None:
+    result, _ = synth_cluster(with_workers(3))
+    names = [n for n in commands(result) if not n.startswith("host-") and n != f"{CLUSTER}-init"]
+    order = delete_order(result, names)
+    first = [n for n in order if "-docker-swarm-mgr1-" in n]
+    assert [n.rsplit("-", 1)[-1] for n in first] == ["membership", "join", "registration"]
+    others = [i for i, n in enumerate(order) if "-docker-swarm-mgr1-" not in n]
+    assert max(others) < order.index(first[0]), order

@@ -159,6 +159,10 @@ class SwarmSpec(Strict):
     )
     default_addr_pool_mask_length: int | None = Field(default=None, ge=8, le=30, description="size of each cut subnet")
     data_path_port: Port = Field(default=4789, description="VXLAN data path port (swarm init --data-path-port)")
+    dissolve_on_destroy: bool = Field(
+        default=False,
+        description="let `pulumi destroy` dissolve the swarm on its last manager (dev/ci); off, destroy stops there",
+    )
     owned_label_prefixes: list[str] = Field(
         default_factory=list,
         description="label keys with these prefixes are owned by the model: removed from nodes when not declared",

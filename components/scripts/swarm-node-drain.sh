@@ -1,7 +1,8 @@
 #!/bin/sh
 # First step of removing a node, from a manager: check quorum, drain, wait until its tasks
 # have moved, demote it if it is a manager. The node leaves and is removed afterwards.
-# In:  NODE (node id or hostname), DRAIN_TIMEOUT (seconds to wait for tasks to move, default 120).
+# In:  NODE (node id or hostname), DRAIN_TIMEOUT (seconds to wait for tasks to move, default 120),
+#      DISSOLVE (true: the last manager may go, the swarm with it; default false).
 set -eu
 : "${NODE:?NODE is required}"
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
@@ -16,8 +17,14 @@ role=$(docker node inspect --format '{{.Spec.Role}}' "$NODE")
 if [ "$role" = manager ]; then
     # Check before draining so a refused removal leaves the node as it was.
     managers=$(docker node ls --filter role=manager --format '{{.ID}}' | wc -l)
-    [ "$managers" -gt 1 ] ||
+    if [ "$managers" -le 1 ]; then
+        # A whole-estate destroy (swarm.dissolve_on_destroy): the swarm goes with its last manager.
+        if [ "${DISSOLVE:-false}" = true ]; then
+            echo "$NODE is the last manager: the swarm is dissolved when it leaves" >&2
+            exit 0
+        fi
         fail "refusing to remove the last manager: the swarm would lose its control plane and all its state"
+    fi
     reachable=$(docker node ls --filter role=manager --format '{{.ManagerStatus}}' | grep -c -e Leader -e Reachable || true)
     self=$(docker node inspect --format '{{.ManagerStatus.Reachability}}' "$NODE")
     [ "$self" = reachable ] && reachable=$((reachable - 1))

@@ -3,14 +3,20 @@
 # down), delete its entry from the node list.
 # In:  NODE_ADDR (the node's address), NODE_NAME (its hostname), LEAVE_TIMEOUT (seconds to wait
 #      for it to show down, default 60). An entry matches on either: a host name the estate does
-#      not control (existing hosts) must not leave a stale entry behind.
+#      not control (existing hosts) must not leave a stale entry behind. DISSOLVE=true: a swarm already
+#      dissolved by its last manager (a whole-estate destroy) has nothing left to remove.
 set -eu
 : "${NODE_ADDR:?NODE_ADDR is required}" "${NODE_NAME:?NODE_NAME is required}"
 LEAVE_TIMEOUT=${LEAVE_TIMEOUT:-60}
 fail() { echo "swarm-node-rm $NODE_NAME ($NODE_ADDR): $*" >&2; exit 1; }
 
-[ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ] ||
+if [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" != true ]; then
+    if [ "${DISSOLVE:-false}" = true ] && [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" = inactive ]; then
+        echo "the swarm is dissolved: no node list to remove $NODE_NAME from" >&2
+        exit 0
+    fi
     fail "$(hostname) is not a swarm manager; node entries can only be removed on a manager"
+fi
 entries() {
     # shellcheck disable=SC2046 # one node id per word
     docker node inspect --format '{{.ID}} {{.Status.Addr}} {{.Description.Hostname}} {{.Status.State}}' \
