@@ -31,7 +31,7 @@ from tests.loadgen import Load, LoadResult, Target, get
 from tests.replay import Created, Replay, ReplayError
 from tests.replay.dev import LocalImages, dev_config, local_images, preload_hook
 from tests.replay.images import image_id
-from tests.replay.probe import Swarm
+from tests.replay.probe import Swarm, wait_until
 
 DEMO_HOST = "demo.dev.localhost"
 NEW_HOST = "demo2.dev.localhost"  # the route the L7 config change adds
@@ -120,8 +120,14 @@ class Estate:
         self.swarm.api.post(f"/nodes/{current['ID']}/update", spec, version=current["Version"]["Index"])
 
     def load_image(self, container: str, tarball: bytes) -> None:
-        subprocess.run(["docker", "exec", "-i", container, "docker", "load", "-q"], input=tarball,
-                       capture_output=True, env=self.engine.env(), timeout=120, check=True)
+        subprocess.run(
+            ["docker", "exec", "-i", container, "docker", "load", "-q"],
+            input=tarball,
+            capture_output=True,
+            env=self.engine.env(),
+            timeout=120,
+            check=True,
+        )
 
     def service(self, name: str) -> dict[str, Any]:
         return self.swarm.api.get(f"/services/{name}")
@@ -167,17 +173,8 @@ def destroy(engine: Engine, replays: list[Replay]) -> None:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # an engine briefly not answering is retried until the bound
-            last = exc
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last})" if last else ""))
+    # an engine briefly not answering is retried until the bound, whatever it raises
+    return wait_until(predicate, timeout, what, every, retry_on=(Exception,))
 
 
 def task_time(task: dict[str, Any]) -> float:
@@ -196,11 +193,16 @@ class Rotation:
 
     def _metrics(self, node: str) -> str:
         for _ in range(2):
-            task = self._tasks.get(node) or self.estate.swarm.node_docker(
-                node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={L7_SERVICE}").split()[0]
+            task = (
+                self._tasks.get(node)
+                or self.estate.swarm.node_docker(
+                    node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={L7_SERVICE}"
+                ).split()[0]
+            )
             try:
-                out = self.estate.swarm.node_docker(node, "exec", task, "wget", "-q", "-O", "-",
-                                                    "http://127.0.0.1:8404/metrics", timeout=10)
+                out = self.estate.swarm.node_docker(
+                    node, "exec", task, "wget", "-q", "-O", "-", "http://127.0.0.1:8404/metrics", timeout=10
+                )
                 self._tasks[node] = task
                 return out
             except RuntimeError:
@@ -212,14 +214,18 @@ class Rotation:
         marker = f'haproxy_server_status{{proxy="{self.backend}",'
         with ThreadPoolExecutor(len(nodes)) as pool:
             pages = dict(zip(nodes, pool.map(self._metrics, nodes), strict=True))
-        return {n: sum(1 for line in page.splitlines() if line.startswith(marker) and 'state="UP"} 1' in line)
-                for n, page in pages.items()}
+        return {
+            n: sum(1 for line in page.splitlines() if line.startswith(marker) and 'state="UP"} 1' in line)
+            for n, page in pages.items()
+        }
 
     def wait(self, predicate: Callable[[dict[str, int]], bool], timeout: float, what: str) -> float:
         """Wall-clock time at which `predicate(up counts)` was first seen true."""
+
         def seen() -> float | None:
             counts = self.up()
             return time.time() if predicate(counts) else None
+
         return wait_for(seen, timeout, what, every=0.05)
 
 
@@ -229,16 +235,19 @@ def running_ids(estate: Estate, service: str) -> dict[str, dict[str, Any]]:
 
 def wait_rolled(estate: Estate, service: str, timeout: float) -> float:
     """Until the service's last update completed; returns when that was seen (wall clock)."""
+
     def done() -> float | None:
         status = estate.service(service).get("UpdateStatus") or {}
         if status.get("State") in ("paused", "rollback_completed", "rollback_paused"):
             raise AssertionError(f"update of {service} failed: {status}")
         return time.time() if status.get("State") == "completed" else None
+
     return wait_for(done, timeout, f"the update of {service} to complete", every=0.5)
 
 
-def load(estate: Estate, entrypoint: int = 0, duration: float = 120, fallback: bool = False,
-         rate: float = RATE) -> Load:
+def load(
+    estate: Estate, entrypoint: int = 0, duration: float = 120, fallback: bool = False, rate: float = RATE
+) -> Load:
     eps = estate.entrypoints
     other = eps[(entrypoint + 1) % len(eps)] if fallback else None
     return Load(Target(eps[entrypoint], DEMO_HOST, fallback=other), rate, duration).start()
@@ -259,14 +268,21 @@ def replica_loss(estate: Estate) -> dict[str, Any]:
     killed = time.time()
     estate.swarm.node_docker(estate.container(node), "kill", victim["Status"]["ContainerStatus"]["ContainerID"])
     out_at = rotation.wait(lambda c: all(v < replicas for v in c.values()), 30, "the dead replica out of rotation")
-    new = wait_for(lambda: [t for i, t in running_ids(estate, SERVICE).items() if i not in before], 60,
-                   "the swarm's replacement running")[0]
+    new = wait_for(
+        lambda: [t for i, t in running_ids(estate, SERVICE).items() if i not in before],
+        60,
+        "the swarm's replacement running",
+    )[0]
     in_at = rotation.wait(lambda c: all(v == replicas for v in c.values()), 30, "the replacement in rotation")
     time.sleep(2)
     result = stream.stop()
-    return {"failed requests": len(result.failed), "requests": len(result.samples),
-            "time out of rotation s": out_at - killed, "time back in after running s": in_at - task_time(new),
-            "_result": result}
+    return {
+        "failed requests": len(result.failed),
+        "requests": len(result.samples),
+        "time out of rotation s": out_at - killed,
+        "time back in after running s": in_at - task_time(new),
+        "_result": result,
+    }
 
 
 def second_app_image(estate: Estate) -> str:
@@ -275,8 +291,9 @@ def second_app_image(estate: Estate) -> str:
     dockerfile = f"FROM {estate.images.app}\nLABEL swarm-estate.test.version=2\n"
     estate.engine.run("build", "-q", "-t", ref, "-", input=dockerfile, timeout=120, env={"DOCKER_BUILDKIT": "0"})
     new = image_id(estate.engine, ref)
-    save = subprocess.run(["docker", "save", new], capture_output=True, env=estate.engine.env(), timeout=120,
-                          check=True)
+    save = subprocess.run(
+        ["docker", "save", new], capture_output=True, env=estate.engine.env(), timeout=120, check=True
+    )
     estate.extra_images.append(save.stdout)  # nodes added later get it too
     for node in estate.spec.nodes:
         estate.load_image(estate.container(node.name), save.stdout)
@@ -297,17 +314,25 @@ def rolling_update(estate: Estate) -> dict[str, Any]:
     time.sleep(2)
     result = stream.stop()
     images = {t["Spec"]["ContainerSpec"]["Image"] for t in estate.swarm.running_tasks(SERVICE)}
-    return {"failed requests": len(result.failed), "requests": len(result.samples), "rollout s": done - started,
-            "order": update.get("Order"), "parallelism": update.get("Parallelism"),
-            "images after": images, "new image": new_image, "_result": result}
+    return {
+        "failed requests": len(result.failed),
+        "requests": len(result.samples),
+        "rollout s": done - started,
+        "order": update.get("Order"),
+        "parallelism": update.get("Parallelism"),
+        "images after": images,
+        "new image": new_image,
+        "_result": result,
+    }
 
 
 def l7_config_change(estate: Estate) -> dict[str, Any]:
     """A new DNS name on the demo route: the L7 config hash changes and the L7 service rolls."""
     changed = copy.deepcopy(estate.estate)
     changed["stacks"]["demo"]["services"]["web"]["dns_names"].append(NEW_HOST)
-    old_config = {c["ConfigName"] for c in estate.service(L7_SERVICE)["Spec"]["TaskTemplate"]["ContainerSpec"]
-                  .get("Configs", [])}
+    old_config = {
+        c["ConfigName"] for c in estate.service(L7_SERVICE)["Spec"]["TaskTemplate"]["ContainerSpec"].get("Configs", [])
+    }
     eps = len(estate.entrypoints)
     # one stream per node without retry (its window alone), one per node with the client retry;
     # together they send RATE: a TLS handshake per request, and the machine also runs five engines
@@ -324,8 +349,9 @@ def l7_config_change(estate: Estate) -> dict[str, Any]:
         stream.halt()
     plain_results = [s.wait() for s in plain]
     retry_results = [s.wait() for s in retrying]
-    new_config = {c["ConfigName"] for c in estate.service(L7_SERVICE)["Spec"]["TaskTemplate"]["ContainerSpec"]
-                  .get("Configs", [])}
+    new_config = {
+        c["ConfigName"] for c in estate.service(L7_SERVICE)["Spec"]["TaskTemplate"]["ContainerSpec"].get("Configs", [])
+    }
     return {
         "config changed": old_config != new_config,
         "rollout s": done - started,
@@ -363,15 +389,23 @@ def manager_loss(estate: Estate) -> dict[str, Any]:
     back = time.time()
     time.sleep(2)
     result = stream.stop()
-    return {"failed requests": len(result.failed), "requests": len(result.samples),
-            "scale-up scheduled": scheduled, "rejoin s": back - started, "_result": result}
+    return {
+        "failed requests": len(result.failed),
+        "requests": len(result.samples),
+        "scale-up scheduled": scheduled,
+        "rejoin s": back - started,
+        "_result": result,
+    }
 
 
 def scale_out(estate: Estate) -> dict[str, Any]:
     """Add a worker (a config change replayed) and raise the demo service's replicas by one."""
     estate.update(with_extra_worker(estate.estate))
-    wait_for(lambda: estate.swarm.nodes().get(EXTRA_WORKER, {}).get("Status", {}).get("State") == "ready", 60,
-             f"{EXTRA_WORKER} ready")
+    wait_for(
+        lambda: estate.swarm.nodes().get(EXTRA_WORKER, {}).get("Status", {}).get("State") == "ready",
+        60,
+        f"{EXTRA_WORKER} ready",
+    )
     rotation = Rotation(estate)
     before = running_ids(estate, SERVICE)
     replicas = len(before)
@@ -383,14 +417,19 @@ def scale_out(estate: Estate) -> dict[str, Any]:
         for node in others:
             estate.set_availability(node.name, "pause")
         estate.scale(SERVICE, replicas + 1)
-        new = wait_for(lambda: [t for i, t in running_ids(estate, SERVICE).items() if i not in before], 60,
-                       "the new replica running")[0]
+        new = wait_for(
+            lambda: [t for i, t in running_ids(estate, SERVICE).items() if i not in before],
+            60,
+            "the new replica running",
+        )[0]
     finally:
         for node in others:
             estate.set_availability(node.name, node.availability)
     in_at = rotation.wait(lambda c: all(v == replicas + 1 for v in c.values()), 30, "the new replica in rotation")
-    return {"time to rotation after running s": in_at - task_time(new),
-            "new replica on": estate.swarm.node_names()[new["NodeID"]]}
+    return {
+        "time to rotation after running s": in_at - task_time(new),
+        "new replica on": estate.swarm.node_names()[new["NodeID"]],
+    }
 
 
 def worker_removal(estate: Estate) -> dict[str, Any]:
@@ -407,8 +446,11 @@ def worker_removal(estate: Estate) -> dict[str, Any]:
     workers["nodes"] = [n for n in workers["nodes"] if n["name"] != EXTRA_WORKER]
     estate.update(shrunk)
     spec = estate.spec
-    gone = [r for r in reversed(adding.engine.created)
-            if r.name.startswith((f"{spec.name}-swarm-{EXTRA_WORKER}-", f"{spec.name}-nodes-{EXTRA_WORKER}"))]
+    gone = [
+        r
+        for r in reversed(adding.engine.created)
+        if r.name.startswith((f"{spec.name}-swarm-{EXTRA_WORKER}-", f"{spec.name}-nodes-{EXTRA_WORKER}"))
+    ]
     assert gone and not [r for r in estate.replay.engine.created if EXTRA_WORKER in r.name]
     started = time.time()
     for record in gone:
@@ -416,11 +458,16 @@ def worker_removal(estate: Estate) -> dict[str, Any]:
     removed = time.time()
     time.sleep(2)
     result = stream.stop()
-    return {"failed requests": len(result.failed), "requests": len(result.samples),
-            "removal s": removed - started, "tasks before on": before_tasks,
-            "tasks after on": estate.swarm.task_nodes(SERVICE),
-            "replicas": estate.service(SERVICE)["Spec"]["Mode"]["Replicated"]["Replicas"],
-            "nodes after": sorted(estate.swarm.nodes()), "_result": result}
+    return {
+        "failed requests": len(result.failed),
+        "requests": len(result.samples),
+        "removal s": removed - started,
+        "tasks before on": before_tasks,
+        "tasks after on": estate.swarm.task_nodes(SERVICE),
+        "replicas": estate.service(SERVICE)["Spec"]["Mode"]["Replicated"]["Replicas"],
+        "nodes after": sorted(estate.swarm.nodes()),
+        "_result": result,
+    }
 
 
 SCENARIOS: list[tuple[str, Callable[[Estate], dict[str, Any]]]] = [
@@ -527,5 +574,6 @@ def test_worker_removal_drains_it_without_a_failed_request(estate: Estate) -> No
     assert EXTRA_WORKER not in figures["tasks after on"]
     assert len(figures["tasks after on"]) == figures["replicas"]
     api = estate.replay.engine.api(estate.engine.host)
-    assert estate.container(EXTRA_WORKER) not in [c["Names"][0].lstrip("/") for c in api.get("/containers/json",
-                                                                                                all="1")]
+    assert estate.container(EXTRA_WORKER) not in [
+        c["Names"][0].lstrip("/") for c in api.get("/containers/json", all="1")
+    ]

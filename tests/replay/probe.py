@@ -28,8 +28,9 @@ class Answer:
     headers: dict[str, str]
 
 
-def request(entrypoint: str, host: str, path: str = "/", cookie: str | None = None,
-            own: IPv4Network | None = None) -> Answer:
+def request(
+    entrypoint: str, host: str, path: str = "/", cookie: str | None = None, own: IPv4Network | None = None
+) -> Answer:
     """One request to `entrypoint` (http(s)://127.0.0.1:port, or an address of `own`, the test's own
     container network) with `Host: host`."""
     url = urllib.parse.urlparse(entrypoint)
@@ -50,21 +51,29 @@ def request(entrypoint: str, host: str, path: str = "/", cookie: str | None = No
             headers["Cookie"] = cookie
         conn.request("GET", path, headers=headers)
         response = conn.getresponse()
-        return Answer(response.status, response.read().decode(errors="replace"),
-                      {k.lower(): v for k, v in response.getheaders()})
+        return Answer(
+            response.status, response.read().decode(errors="replace"), {k.lower(): v for k, v in response.getheaders()}
+        )
     finally:
         conn.close()
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    every: float = 0.5,
+    retry_on: tuple[type[BaseException], ...] = (OSError, http.client.HTTPException, RuntimeError),
+) -> Any:
+    """The predicate's first truthy value within `timeout`; the errors in `retry_on` count as not yet."""
     deadline = time.monotonic() + timeout
-    last: Exception | None = None
+    last: BaseException | None = None
     while time.monotonic() < deadline:
         try:
             value = predicate()
             if value:
                 return value
-        except (OSError, http.client.HTTPException, RuntimeError) as exc:
+        except retry_on as exc:
             last = exc
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last})" if last else ""))
@@ -93,13 +102,19 @@ class Swarm:
     def replicas_by_hostname(self, service: str) -> dict[str, str]:
         """Task container hostname (its short id) -> node name."""
         names = self.node_names()
-        return {t["Status"]["ContainerStatus"]["ContainerID"][:12]: names[t["NodeID"]]
-                for t in self.running_tasks(service)}
+        return {
+            t["Status"]["ContainerStatus"]["ContainerID"][:12]: names[t["NodeID"]] for t in self.running_tasks(service)
+        }
 
     def node_docker(self, container: str, *args: str, timeout: float = 30) -> str:
         """The docker CLI of one node (docker exec into its container)."""
-        result = subprocess.run(["docker", "exec", container, "docker", *args], capture_output=True, text=True,
-                                env=self.engine.env(), timeout=timeout)
+        result = subprocess.run(
+            ["docker", "exec", container, "docker", *args],
+            capture_output=True,
+            text=True,
+            env=self.engine.env(),
+            timeout=timeout,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"docker {' '.join(args)} on {container}: {result.stderr.strip()}")
         return result.stdout
@@ -113,7 +128,8 @@ def server_states(swarm: Swarm, node_container: str, port: int = 8404) -> dict[t
     ids = swarm.node_docker(node_container, "ps", "-q", "--filter", "label=com.docker.swarm.service.name=l7_haproxy")
     states: dict[tuple[str, str], str] = {}
     for cid in ids.split():
-        metrics = swarm.node_docker(node_container, "exec", cid, "wget", "-q", "-O", "-",
-                                    f"http://127.0.0.1:{port}/metrics")
+        metrics = swarm.node_docker(
+            node_container, "exec", cid, "wget", "-q", "-O", "-", f"http://127.0.0.1:{port}/metrics"
+        )
         states.update({(proxy, server): state for proxy, server, state in _STATUS.findall(metrics)})
     return states
