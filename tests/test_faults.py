@@ -454,7 +454,7 @@ def worker_removal(estate: Estate) -> dict[str, Any]:
     assert gone and not [r for r in estate.replay.engine.created if EXTRA_WORKER in r.name]
     started = time.time()
     for record in gone:
-        adding.engine._delete(record, run_command_deletes=True)  # noqa: SLF001 -- see the report
+        adding.engine.delete(record)  # what `pulumi up` does to a resource the config dropped
     removed = time.time()
     time.sleep(2)
     result = stream.stop()

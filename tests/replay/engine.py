@@ -352,13 +352,13 @@ class ReplayEngine(pulumi_mocks.Mocks):
                 blocked.add(record.name)
                 continue
             try:
-                self._delete(record, run_command_deletes)
+                self.delete(record, run_command_deletes)
             except Exception as exc:
                 blocked.add(record.name)
                 errors.append(f"{record.typ} {record.name}: {type(exc).__name__}: {exc}")
         return errors
 
-    def _delete(self, record: Created, run_command_deletes: bool) -> None:
+    def delete(self, record: Created, run_command_deletes: bool = True) -> None:
         if record.typ.startswith("command:"):
             script = record.inputs.get("delete")
             if run_command_deletes and script:
@@ -406,19 +406,20 @@ _DELETE_PATHS = {
     "docker:index/secret:Secret": "/secrets/{}",
     "docker:index/service:Service": "/services/{}",
 }
-_RENAMED_ON_CHANGE = {"docker:index/serviceConfig:ServiceConfig", "docker:index/secret:Secret",
-                      "command:local:Command"}
+_RENAMED_ON_CHANGE = {"docker:index/serviceConfig:ServiceConfig", "docker:index/secret:Secret", "command:local:Command"}
 
 
 class _DialError(RuntimeError):
     pass
 
 
-def _run(argv: list[str], what: str, *, env: dict[str, str] | None = None, stdin: str | None = None,
-         cwd: str | None = None) -> tuple[str, str]:
+def _run(
+    argv: list[str], what: str, *, env: dict[str, str] | None = None, stdin: str | None = None, cwd: str | None = None
+) -> tuple[str, str]:
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, env=env, input=stdin, cwd=cwd,
-                                timeout=COMMAND_TIMEOUT_S)
+        result = subprocess.run(
+            argv, capture_output=True, text=True, env=env, input=stdin, cwd=cwd, timeout=COMMAND_TIMEOUT_S
+        )
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(f"{what}: no answer within {COMMAND_TIMEOUT_S}s") from exc
     if argv[0] == "ssh" and result.returncode == 255:
