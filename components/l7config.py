@@ -26,16 +26,20 @@ SRC_STICK_EXPIRE = "180m"  # the seed's src stickiness: a client keeps its repli
 SRC_STICK_SIZE = "2m"
 
 
+SLOT_STEP = 10
+
+
 def template_slots(replicas: int) -> int:
-    """Server slots of a backend: twice the declared replicas, at least 2.
+    """Server slots of a backend: twice the declared replicas, rounded up to a multiple of 10.
 
     A rolling update of the service (start-first, any parallelism up to the whole service) has at
     most 2 x replicas tasks in Docker's DNS answer at once, and every one of them must find a
     slot or new tasks would take no traffic until old ones leave. Unused slots cost nothing: they
-    sit in maintenance until DNS gives them an address. Scaling a service beyond twice its declared
-    replicas by hand (`docker service scale`) is not picked up until the next `pulumi up`.
+    sit in maintenance until DNS gives them an address. Rounding up keeps the L7 config (and so
+    the L7 tasks) untouched when a service is scaled within its step: 1 to 5 replicas share 10
+    slots. Scaling by hand (`docker service scale`) past the slots is picked up at the next `up`.
     """
-    return max(2, 2 * replicas)
+    return -(-2 * replicas // SLOT_STEP) * SLOT_STEP
 
 
 def dns_payload_size(routes: Sequence[Route]) -> int:
@@ -210,7 +214,9 @@ def _backend(spec: EstateSpec, r: Route) -> list[str]:
     check = spec.l7.check
     name = backend_name(r)
     out = [
-        f"# {r.stack}/{r.service}: {', '.join(r.dns_names)} -> {r.swarm_service}:{r.port}, {r.replicas} replica(s)",
+        # no replica count here: scaling a service within its slots must leave the config (and the L7) alone
+        f"# {r.stack}/{r.service}: {', '.join(r.dns_names)} -> {r.swarm_service}:{r.port}, "
+        f"{template_slots(r.replicas)} server slots",
         f"backend {name}",
         "    mode http",
         f"    balance {routing.balance}",

@@ -24,8 +24,10 @@ from .compose_model import (
     ServiceSpec,
     UpdateConfig,
     VolumeSpec,
+    content_digest,
     content_name,
     go_duration,
+    swarm_secret_prefix,
 )
 from .compose_render import render_compose
 from .model import EstateSpec, Route
@@ -90,7 +92,7 @@ class AppStack(pulumi.ComponentResource):
             if key not in used_configs or cfg.content is None:
                 continue
             configs[key] = docker.ServiceConfig(
-                f"{name}-config-{key}",
+                f"{name}-config-{key}-{content_digest(cfg.content)}",
                 name=content_name(ns, key, cfg.content),
                 data=base64.b64encode(cfg.content.encode()).decode(),
                 labels=[
@@ -109,9 +111,7 @@ class AppStack(pulumi.ComponentResource):
             else:
                 value = pulumi.Output.secret(sec.file_content or "")
             secrets[key] = docker.Secret(
-                f"{name}-secret-{key}",
-                # The name is derived from the value, so Pulumi keeps it secret too.
-                name=value.apply(lambda v, key=key: content_name(ns, key, v)),
+                swarm_secret_prefix(ns, key),
                 data=value.apply(lambda v: base64.b64encode(v.encode()).decode()),
                 labels=[docker.SecretLabelArgs(label=k, value=v) for k, v in {**sec.labels, STACK_LABEL: ns}.items()],
                 opts=child,
@@ -237,12 +237,21 @@ def resources(service: ServiceSpec) -> docker.ServiceTaskSpecResourcesArgs | Non
     return docker.ServiceTaskSpecResourcesArgs(limits=limits, reservation=reservation)
 
 
-def restart_policy(service: ServiceSpec) -> docker.ServiceTaskSpecRestartPolicyArgs | None:
+# Swarm's restart defaults, spelled out. `docker stack deploy` leaves what the file omits unset and swarm
+# applies these; the docker provider would send an omitted delay as 0 (restart at once, in a loop) and read
+# it back as "0s", a diff on every preview.
+RESTART_DEFAULTS = {"condition": "any", "delay": 5_000_000_000, "max_attempts": 0, "window": 0}
+
+
+def restart_policy(service: ServiceSpec) -> docker.ServiceTaskSpecRestartPolicyArgs:
     rp = service.restart_policy
-    if rp is None:
-        return None
+    given = {} if rp is None else {k: v for k, v in vars(rp).items() if v is not None}
+    policy = {**RESTART_DEFAULTS, **given}
     return docker.ServiceTaskSpecRestartPolicyArgs(
-        condition=rp.condition, delay=_dur(rp.delay), max_attempts=rp.max_attempts, window=_dur(rp.window)
+        condition=policy["condition"],
+        delay=_dur(policy["delay"]),
+        max_attempts=policy["max_attempts"],
+        window=_dur(policy["window"]),
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from google.protobuf import json_format
 
 from components.l7config import (
     CERT_DIR,
@@ -163,7 +164,7 @@ def test_seed_shape_of_a_backend() -> None:
     assert "    cookie JSESSIONID prefix nocache dynamic\n" in ui
     assert re.search(r"^    dynamic-cookie-key \S+$", ui, flags=re.M)
     assert (
-        "    server-template conductor-ui- 4 conductor_conductor-ui:5000 check inter 2s rise 2 fall 3 "
+        "    server-template conductor-ui- 10 conductor_conductor-ui:5000 check inter 2s rise 2 fall 3 "
         "resolvers docker resolve-prefer ipv4 init-addr libc,none\n"
     ) in ui
     shiny = backend_block(text, "shinyproxy_shinyproxy")
@@ -207,10 +208,12 @@ def test_fifty_routes_one_backend_each_in_stable_order() -> None:
     assert len(re.findall(r"^    acl host\.", text, flags=re.M)) == 100  # one per public name
 
 
-def test_server_slots_leave_room_for_a_rolling_update() -> None:
-    assert [template_slots(n) for n in (1, 2, 3, 10)] == [2, 4, 6, 20]
+def test_server_slots_leave_room_for_a_rolling_update_in_steps_of_ten() -> None:
+    # at least twice the replicas (a start-first roll of the whole service), in steps of ten so that
+    # scaling within a step leaves the L7 config alone
+    assert [template_slots(n) for n in (1, 2, 3, 5, 6, 10, 11)] == [10, 10, 10, 10, 20, 20, 30]
     text = render_l7_config(estate(SELF_SIGNED), [route("a", "b", ["a.t.localhost"], 80, 7, check_uri="/")])
-    assert "server-template b- 14 a_b:80 " in text
+    assert "server-template b- 20 a_b:80 " in text
 
 
 def test_dns_payload_fits_the_largest_backend() -> None:
@@ -305,11 +308,15 @@ def test_prod_config_is_hashed_and_identical_to_the_published_file(prod: SynthRe
     published = prod.files["l7/haproxy.cfg"]
     assert published == render_l7_config(spec, routes_of(spec))
     config = one(prod, CONFIG)
+    # the content's hash names the swarm config and the Pulumi resource: a new content is a new resource
     assert config["inputs"]["name"] == f"l7_haproxy.cfg-{sha12(published)}"
+    assert config["name"] == f"l7-config-{sha12(published)}"
     assert base64.b64decode(config["inputs"]["data"]).decode() == published
     service = one(prod, SERVICE)
     (mounted,) = service["inputs"]["taskSpec"]["containerSpec"]["configs"]
-    assert mounted == {"configId": "l7-config-id", "configName": config["inputs"]["name"], "fileName": CONFIG_PATH}
+    assert mounted == {
+        "configId": f"{config['name']}-id", "configName": config["inputs"]["name"], "fileName": CONFIG_PATH,
+    }
     assert prod.outputs == {"config_name": config["inputs"]["name"], "service_name": "l7_haproxy"}
 
 
@@ -337,31 +344,36 @@ def test_prod_service_placement_ports_and_rollout(prod: SynthResult) -> None:
     assert (service["parent"], service["provider"]) == ("l7", "swarm")
 
 
-def test_prod_certificate_is_a_hashed_secret_never_in_plain_text(prod: SynthResult) -> None:
+def test_prod_certificate_is_a_secret_the_provider_names_never_in_plain_text(prod: SynthResult) -> None:
     secret = one(prod, SECRET)
     assert secret["inputs"]["data"] == "[secret]"
-    assert secret["inputs"]["name"] == f"l7_d4science-wildcard-{sha12(FAKE_PEM)}"  # readable, not secret
+    # no name of the program's: nothing derived from the key is in a name; the provider appends a random part
+    assert "name" not in secret["inputs"] and secret["name"] == "l7_d4science-wildcard"
     (mounted,) = one(prod, SERVICE)["inputs"]["taskSpec"]["containerSpec"]["secrets"]
     assert mounted["fileName"] == "/usr/local/etc/haproxy/certs/d4science-wildcard.pem"
-    assert mounted["secretName"] == secret["inputs"]["name"]
+    assert mounted["secretName"] == "<mock:l7_d4science-wildcard.name>"  # the provider's name, not a secret
     assert leaks(prod, FAKE_PEM) == []
 
 
-def test_names_change_exactly_when_content_changes() -> None:
+def test_the_config_is_a_new_resource_exactly_when_its_content_changes_and_the_secret_follows_its_pem() -> None:
     spec = stack_spec("prod")
     routes = routes_of(spec)
 
-    def names(routes: list[Route], pem: str) -> tuple[str, str]:
-        result = synth_l7(spec, routes, {"tlsWildcardPem": pem})
-        return one(result, CONFIG)["inputs"]["name"], one(result, SECRET)["inputs"]["name"]
+    def observed(routes: list[Route], pem: str) -> tuple[str, str, str]:
+        monitor = RecordingMonitor(FakeEngine())
+        result = synth_l7(spec, routes, {"tlsWildcardPem": pem}, monitor=monitor)
+        (request,) = [r for r in monitor.requests if r.type == SECRET]
+        data = json_format.MessageToDict(request.object)["data"]["value"]  # unwrapped from its secret
+        return one(result, CONFIG)["name"], one(result, CONFIG)["inputs"]["name"], data
 
-    config, secret = names(routes, FAKE_PEM)
-    assert names(list(reversed(routes)), FAKE_PEM) == (config, secret)  # same content, same names
+    resource, config, data = observed(routes, FAKE_PEM)
+    assert observed(list(reversed(routes)), FAKE_PEM) == (resource, config, data)  # same content, same names
     more = [*routes, route("extra", "web", ["extra.d4science.org"], 8080)]
-    new_config, same_secret = names(more, FAKE_PEM)
-    assert new_config != config and same_secret == secret
-    same_config, new_secret = names(routes, FAKE_PEM.replace("must-never-leak", "rotated"))
-    assert same_config == config and new_secret != secret
+    new_resource, new_config, same_data = observed(more, FAKE_PEM)
+    assert new_resource != resource and new_config != config and same_data == data
+    same_resource, same_config, new_data = observed(routes, FAKE_PEM.replace("must-never-leak", "rotated"))
+    # a new PEM is new data on the same resource: the provider replaces it, create-before-delete
+    assert (same_resource, same_config) == (resource, config) and new_data != data
 
 
 def test_dev_generates_its_certificate_once_as_a_secret() -> None:
@@ -377,7 +389,7 @@ def test_dev_generates_its_certificate_once_as_a_secret() -> None:
     assert list(request.additionalSecretOutputs) == ["stdout"]
     secret = one(result, SECRET)
     assert secret["inputs"]["data"] == "[secret]"
-    assert secret["inputs"]["name"].startswith("l7_self-signed-")
+    assert secret["name"] == "l7_self-signed" and "name" not in secret["inputs"]
     assert "l7-self-signed" in secret["dependencies"]
     assert one(result, SERVICE)["inputs"]["mode"] == {"replicated": {"replicas": 2}}
     assert leaks(result, "<mock:l7-self-signed.stdout>") == []  # the (mock) generated PEM
