@@ -226,11 +226,30 @@ class ImportedStack:
         return {k: n for k, n in self.networks.items() if not n.external and k in used}
 
 
+# The docker provider names a resource without an explicit name `<resource name>-<7 random characters>`.
+AUTONAME_SUFFIX = 8
+
+
+def swarm_secret_prefix(stack: str, key: str) -> str:
+    """The Pulumi resource name of a swarm secret, which is also its swarm name before the provider's suffix.
+
+    Secrets get no name of the program's choosing: a name derived from the value would put a hash of the
+    secret in resource names and logs. The provider's own names replace create-before-delete, so a new value
+    reaches the services before the old secret goes, and the names stay readable in previews."""
+    return f"{stack}_{key}"
+
+
+def content_digest(content: str) -> str:
+    return hashlib.sha256(content.encode()).hexdigest()[:12]
+
+
 def content_name(stack: str, key: str, content: str) -> str:
-    """Swarm configs and secrets are immutable: a new content needs a new name. Hashing the
-    content gives that name, so Pulumi creates the new object, rolls the services onto it and
-    only then deletes the old one, and an unchanged file never restarts anything."""
-    return f"{stack}_{key}-{hashlib.sha256(content.encode()).hexdigest()[:12]}"
+    """Swarm configs are immutable: a new content needs a new name. Hashing the content gives that name, and
+    the same hash in the Pulumi resource's name makes a new content a new resource: Pulumi creates it, rolls
+    the services onto it and deletes the old one last. (Replacing one resource would not do: the docker
+    provider deletes a resource with a name of the program's choosing before creating its replacement, and
+    swarm refuses to delete a config a service uses.) An unchanged file never restarts anything."""
+    return f"{stack}_{key}-{content_digest(content)}"
 
 
 # --- units, as Docker parses them ------------------------------------------------------------

@@ -18,7 +18,7 @@ import pulumi_command as command
 import pulumi_docker as docker
 
 from . import artifacts
-from .compose_model import STACK_LABEL, content_name, go_duration
+from .compose_model import AUTONAME_SUFFIX, STACK_LABEL, content_digest, content_name, go_duration, swarm_secret_prefix
 from .l7config import CERT_DIR, CONFIG_PATH, render_l7_config
 from .model import EstateSpec, Route, duration_ms
 from .secrets import SecretSource
@@ -113,7 +113,7 @@ class L7(pulumi.ComponentResource):
         self.config_text = render_l7_config(spec, args.routes)
         artifacts.publish("l7/haproxy.cfg", self.config_text)
         config = docker.ServiceConfig(
-            f"{name}-config",
+            f"{name}-config-{content_digest(self.config_text)}",
             name=content_name(STACK, "haproxy.cfg", self.config_text),
             data=_b64(self.config_text),
             labels=[docker.ServiceConfigLabelArgs(label=STACK_LABEL, value=STACK)],
@@ -134,14 +134,10 @@ class L7(pulumi.ComponentResource):
 
         secret_refs = []
         for file, pem in bundles:
-            # The name carries a hash of the PEM, computed inside the apply; the hash cannot give
-            # the key back, so the name is unsecreted to stay readable in previews.
-            if len(content_name(STACK, file, "")) > 64:
+            if len(swarm_secret_prefix(STACK, file)) + AUTONAME_SUFFIX > 64:
                 raise ValueError(f"l7.certificates: {file!r} is too long for a swarm secret name (64 characters)")
-            secret_name = pulumi.Output.unsecret(pem.apply(lambda text, f=file: content_name(STACK, f, text)))
             secret = docker.Secret(
-                f"{name}-cert-{file}",
-                name=secret_name,
+                swarm_secret_prefix(STACK, file),
                 data=pem.apply(_b64),
                 labels=[docker.SecretLabelArgs(label=STACK_LABEL, value=STACK)],
                 opts=child,

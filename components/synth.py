@@ -103,6 +103,8 @@ class FakeEngine(pulumi_mocks.Mocks):
         "command:local:Command": ("stdout", "stderr"),
         "command:remote:Command": ("stdout", "stderr"),
         "docker:index/remoteImage:RemoteImage": ("imageId", "repoDigest"),
+        # a secret without a name of the program's gets one from the provider (autonaming)
+        "docker:index/secret:Secret": ("name",),
     }
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict]:
@@ -111,8 +113,10 @@ class FakeEngine(pulumi_mocks.Mocks):
             state.setdefault(prop, f"<mock:{args.name}.{prop}>")
         return f"{args.name}-id", state
 
-    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
-        return {}, None
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list[tuple[str, str]]]:
+        # Invokes read the world (the swarm layer's drift check runs `command:local:run`): offline there is
+        # nothing to read, so they answer nothing, as an unreachable swarm does.
+        return {}, []
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -102,7 +103,7 @@ def test_conductor_matches_the_seed(prod: SynthResult):
     assert task["restartPolicy"] == {"condition": "on-failure", "delay": "5s", "maxAttempts": 3, "window": "2m0s"}
     (config,) = task["containerSpec"]["configs"]
     assert config["fileName"] == "/app/config/conductor-swarm-config.properties"
-    assert config["configId"] == "conductor-config-swarm-config-id"
+    assert config["configId"].startswith("conductor-config-swarm-config-") and config["configId"].endswith("-id")
     # the UI reaches http://conductor-server:8080 through the alias on the stack's own network
     nets = {n["id"]: n.get("aliases") for n in task["networksAdvanceds"]}
     assert nets == {"conductor-net-conductor-network-id": ["conductor-server"], "public-id": None}
@@ -167,7 +168,9 @@ def test_secret_content_never_reaches_the_recorded_inputs(prod: SynthResult):
     text = json.dumps(prod.resources)
     assert TEST_SECRETS["swarm-estate:registryHtpasswd"] not in text
     (secret,) = prod.by_type(SECRET)
-    assert (secret["inputs"]["data"], secret["inputs"]["name"]) == ("[secret]", "[secret]")
+    # the data is secret; the name is the provider's (`registry_htpasswd-<random>`), derived from nothing secret
+    assert secret["inputs"]["data"] == "[secret]" and "name" not in secret["inputs"]
+    assert secret["name"] == "registry_htpasswd"
     registry = services(prod)["registry_registry"]["inputs"]["taskSpec"]["containerSpec"]
     assert registry["secrets"][0]["fileName"] == "htpasswd"
     assert registry["env"]["REGISTRY_AUTH_HTPASSWD_PATH"] == "/run/secrets/htpasswd"
@@ -198,37 +201,43 @@ CONFIGS = (
 )
 
 
-def _plain_names(monitor: RecordingMonitor) -> dict[str, str]:
-    """The `name` input of each config/secret from the raw requests, secret or not (the test's eyes only)."""
+def _objects(monitor: RecordingMonitor) -> dict[str, tuple[str, str]]:
+    """Resource name -> (swarm name, data) of each config/secret from the raw requests, secrets unwrapped
+    (the test's eyes only). A secret has no swarm name of the program's: "" stands for the provider's."""
     out = {}
     for request in monitor.requests:
         if request.type in (CONFIG, SECRET):
-            name = json_format.MessageToDict(request.object)["name"]
-            out[request.name] = name["value"] if isinstance(name, dict) else name
+            inputs = json_format.MessageToDict(request.object)
+            plain = {k: v["value"] if isinstance(v, dict) and "value" in v else v for k, v in inputs.items()}
+            out[request.name] = (plain.get("name", ""), plain["data"])
     return out
 
 
-def _names(tmp_path: Path, one: str, two: str, token: str) -> dict[str, str]:
+def _deployed(tmp_path: Path, one: str, two: str, token: str) -> dict[str, tuple[str, str]]:
     project = _project(tmp_path, CONFIGS, {"one.txt": one, "two.txt": two})
     monitor = RecordingMonitor(FakeEngine())
     deploy(_estate({"secrets": {"token": "appToken"}}), project, {"swarm-estate:appToken": token}, monitor)
-    return _plain_names(monitor)
+    return _objects(monitor)
 
 
-def test_config_and_secret_names_change_exactly_when_content_changes(tmp_path: Path):
-    base = _names(tmp_path / "a", "one\n", "two\n", "s3cret")
-    assert set(base) == {"app-config-one", "app-config-two", "app-secret-token"}
-    assert _names(tmp_path / "b", "one\n", "two\n", "s3cret") == base
-    changed = _names(tmp_path / "c", "one, edited\n", "two\n", "s3cret")
-    assert changed["app-config-one"] != base["app-config-one"]
-    assert changed["app-config-two"] == base["app-config-two"]
-    assert changed["app-secret-token"] == base["app-secret-token"]
-    rotated = _names(tmp_path / "d", "one\n", "two\n", "rotated")
-    assert rotated["app-secret-token"] != base["app-secret-token"]
-    assert {k: v for k, v in rotated.items() if k != "app-secret-token"} == {
-        k: v for k, v in base.items() if k != "app-secret-token"
-    }
-    assert all(n.startswith(("app_one-", "app_two-", "app_token-")) for n in base.values())
+def test_a_config_is_a_new_resource_exactly_when_its_content_changes_and_a_secret_follows_its_value(tmp_path: Path):
+    base = _deployed(tmp_path / "a", "one\n", "two\n", "s3cret")
+    one, two = (f"app-config-{key}-{sha12(text)}" for key, text in (("one", "one\n"), ("two", "two\n")))
+    assert set(base) == {one, two, "app_token"}
+    assert base[one][0] == "app_one-" + sha12("one\n") and base["app_token"][0] == ""
+    assert _deployed(tmp_path / "b", "one\n", "two\n", "s3cret") == base
+    changed = _deployed(tmp_path / "c", "one, edited\n", "two\n", "s3cret")
+    edited = "app-config-one-" + sha12("one, edited\n")
+    assert set(changed) == {edited, two, "app_token"}  # a new resource for the new content, the old one goes
+    assert (changed[two], changed["app_token"]) == (base[two], base["app_token"])
+    rotated = _deployed(tmp_path / "d", "one\n", "two\n", "rotated")
+    # a new value is new data on the same resource: the provider replaces it create-before-delete
+    assert set(rotated) == set(base) and rotated["app_token"][1] != base["app_token"][1]
+    assert {k: v for k, v in rotated.items() if k != "app_token"} == {k: v for k, v in base.items() if k != "app_token"}
+
+
+def sha12(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 # --- removal, schema ---------------------------------------------------------------------------------
