@@ -20,7 +20,9 @@ managers list (the commands move to the new first manager, nothing is deleted), 
 from __future__ import annotations
 
 import hashlib
+import json
 import shlex
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -37,6 +39,8 @@ from .secrets import SecretSource
 
 SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
 SWARM_PORT = 2377
+SSH_OPTIONS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+BOOKKEEPING_LABEL = "swarm-estate.labels"  # swarm-node.sh records the label keys the estate declared here
 DRAIN_TIMEOUT_S = 120
 LEAVE_TIMEOUT_S = 60
 # Marks the networks this estate created, so an operator can tell them from hand-made ones.
@@ -135,6 +139,61 @@ def removal_env(spec: EstateSpec, node: Node) -> dict[str, str]:
     }
 
 
+def observe_command(spec: EstateSpec, record: HostRecord) -> str:
+    """A command for this machine that prints the swarm's nodes as the first manager sees them (read-only),
+    or nothing when it cannot: no swarm yet, or the manager out of reach."""
+    line = script_command("swarm-observe.sh", {})
+    if record.container is not None:
+        return f"{in_container(record.container, line)} 2>/dev/null || true"
+    ssh = " ".join(["ssh", *SSH_OPTIONS, "-p", str(spec.ssh.port), f"{record.node.ssh_user}@{record.node.address}"])
+    return f"{ssh} {shlex.quote(line)} 2>/dev/null || true"
+
+
+def observed_nodes(stdout: str | None) -> dict[str, dict]:
+    """`docker node inspect` objects by the address each node advertises (what the estate joined it with)."""
+    nodes: dict[str, dict] = {}
+    for line in (stdout or "").splitlines():
+        try:
+            node = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(node, dict) and node.get("Status", {}).get("Addr"):
+            nodes[node["Status"]["Addr"]] = node
+    return nodes
+
+
+def drift(spec: EstateSpec, node: Node, observed: Mapping[str, dict]) -> list[str]:
+    """How a node the swarm knows differs from what the estate declares and swarm-node.sh applies: its
+    declared labels, labels the estate owns but does not declare, the bookkeeping label, availability and role.
+    Labels others set are not drift; a node not (yet) in the swarm is the join's business."""
+    seen = observed.get(str(node.address))
+    if seen is None:
+        return []
+    nspec = seen.get("Spec", {})
+    labels: dict[str, str] = nspec.get("Labels") or {}
+    reasons = [
+        f"label {k}={v} is {'missing' if k not in labels else repr(labels[k])}"
+        for k, v in sorted(node.labels.items())
+        if labels.get(k) != v
+    ]
+    previous = set(filter(None, labels.get(BOOKKEEPING_LABEL, "").split(",")))
+    owned_prefixes = tuple(spec.swarm.owned_label_prefixes)
+    reasons += [
+        f"label {k} is set but not declared"
+        for k in sorted(labels)
+        if k != BOOKKEEPING_LABEL
+        and k not in node.labels
+        and (k in previous or (owned_prefixes and k.startswith(owned_prefixes)))
+    ]
+    if labels.get(BOOKKEEPING_LABEL, "") != ",".join(sorted(node.labels)):
+        reasons.append(f"label {BOOKKEEPING_LABEL} does not list the declared keys")
+    if nspec.get("Availability") != node.availability:
+        reasons.append(f"availability is {nspec.get('Availability')}, not {node.availability}")
+    if nspec.get("Role") != node.role:
+        reasons.append(f"role is {nspec.get('Role')}, not {node.role}")
+    return reasons
+
+
 def provider_host(spec: EstateSpec, record: HostRecord) -> str:
     """Where the swarm's docker provider reaches a manager engine."""
     if record.container is not None:
@@ -189,6 +248,14 @@ class Cluster(pulumi.ComponentResource):
             )
         first = records[spec.managers[0].name]
         self._manager = first
+        # What the swarm looks like now, before this run changes anything: a node changed by hand shows up
+        # as a drift of its membership, which this run then re-applies.
+        seen = command.local.run(
+            command=observe_command(spec, first),
+            environment={"DOCKER_HOST": spec.docker.engine_host} if first.container is not None else None,
+            logging=command.local.Logging.NONE,
+        )
+        self._observed = observed_nodes(seen.stdout)
 
         init = self._command(
             f"{name}-init",
@@ -221,7 +288,7 @@ class Cluster(pulumi.ComponentResource):
         self.provider = docker.Provider(
             f"{name}-provider",
             host=provider_host(spec, first),
-            ssh_opts=["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"] if first.container is None else None,
+            ssh_opts=SSH_OPTIONS if first.container is None else None,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[init]),
         )
         net_opts = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[init])
@@ -270,13 +337,22 @@ class Cluster(pulumi.ComponentResource):
 
     def _membership(self, node: Node, node_id: pulumi.Output[str], joined: pulumi.Resource) -> HostCommand:
         env = node_env(self._spec, node)
+        name = f"{self._name}-{node.name}-membership"
+        reasons = drift(self._spec, node, self._observed)
+        if reasons:
+            pulumi.log.warn(f"node {node.name} differs from the estate ({'; '.join(reasons)}): this run re-applies "
+                            "its labels, availability and role")
         return self._command(
-            f"{self._name}-{node.name}-membership",
+            name,
             self._manager,
             create=node_id.apply(lambda nid: script_command("swarm-node.sh", {**env, "NODE": nid})),
             delete=node_id.apply(lambda nid: script_command("swarm-node-drain.sh", {**env, "NODE": nid})),
             triggers=[script_hash("swarm-node.sh"), script_hash("swarm-node-drain.sh")],
             depends_on=[joined],
+            # A drift changes `stdin` (the script does not read it) to a new value, which makes the engine run
+            # the update, that is the convergent script; otherwise `stdin` keeps whatever it last was.
+            stdin=f"re-apply {uuid.uuid4()}: {'; '.join(reasons)}\n" if reasons else None,
+            ignore_stdin=not reasons,
         )
 
     def _command(
@@ -289,6 +365,8 @@ class Cluster(pulumi.ComponentResource):
         depends_on: list[pulumi.Resource],
         delete: EnvValue | None = None,
         secret_stdout: bool = False,
+        stdin: str | None = None,
+        ignore_stdin: bool = False,
     ) -> HostCommand:
         """One host step. `update` repeats `create` so a trigger change re-runs the (idempotent)
         script in place; without it the provider would replace the resource and run its delete."""
@@ -296,6 +374,7 @@ class Cluster(pulumi.ComponentResource):
             parent=self,
             depends_on=depends_on,
             additional_secret_outputs=["stdout"] if secret_stdout else None,
+            ignore_changes=["stdin"] if ignore_stdin else None,
         )
         # Scripts say what they did on stderr; stdout may carry tokens.
         logging = "stderr" if secret_stdout else "stdoutAndStderr"
@@ -310,6 +389,7 @@ class Cluster(pulumi.ComponentResource):
                 create=wrap(create),
                 update=wrap(create),
                 delete=None if delete is None else wrap(delete),
+                stdin=stdin,
                 environment={"DOCKER_HOST": self._spec.docker.engine_host},
                 triggers=triggers,
                 logging=logging,  # type: ignore[arg-type]
@@ -323,6 +403,7 @@ class Cluster(pulumi.ComponentResource):
             create=create,
             update=create,
             delete=delete,
+            stdin=stdin,
             triggers=triggers,
             logging=logging,  # type: ignore[arg-type]
             opts=opts,

@@ -24,7 +24,9 @@ from components.swarm import (
     SCRIPTS_DIR,
     Cluster,
     ClusterArgs,
+    drift,
     in_container,
+    observed_nodes,
     parse_kv,
     script_command,
     script_hash,
@@ -50,6 +52,27 @@ class SwarmEngine(FakeEngine):
         elif args.name.endswith("-join"):
             state["stdout"] = f"node_id=ID-{args.name.removeprefix(CLUSTER + '-').removesuffix('-join')}\n"
         return rid, state
+
+
+class ObservingEngine(SwarmEngine):
+    """…and answers the drift check's `command:local:run` with the given `docker node inspect` objects."""
+
+    def __init__(self, observed: dict[str, dict[str, Any]]):
+        self.observed = observed
+
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list[tuple[str, str]]]:
+        if args.token == "command:local:run":
+            lines = "\n".join(json.dumps(node) for node in self.observed.values())
+            return {"command": args.args["command"], "stdout": lines, "stderr": ""}, []
+        return super().call(args)
+
+
+def _cluster_with_observation(spec: EstateSpec, observed: dict[str, dict[str, Any]]) -> SynthResult:
+    def program() -> None:
+        Cluster(CLUSTER, ClusterArgs(spec=spec, hosts=host_records(spec, "docker"), secrets=SecretSource()))
+
+    raw = estate_of("dev")
+    return run_function(program, {"swarm-estate:estate": raw}, monitor=RecordingMonitor(ObservingEngine(observed)))
 
 
 def host_records(spec: EstateSpec, kind: str) -> list[HostRecord]:
@@ -353,7 +376,7 @@ def test_scripts_pass_shellcheck_as_posix_sh() -> None:
     shellcheck = shutil.which("shellcheck")
     assert shellcheck, "shellcheck is not installed (apt-get install shellcheck)"
     scripts = sorted(str(p) for p in SCRIPTS_DIR.glob("swarm-*.sh"))
-    assert len(scripts) == 7
+    assert len(scripts) == 8
     result = subprocess.run([shellcheck, "--shell=sh", *scripts], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout
 
@@ -366,3 +389,68 @@ def test_a_whole_estate_destroy_removes_the_first_manager_last() -> None:
     assert [n.rsplit("-", 1)[-1] for n in first] == ["membership", "join", "registration"]
     others = [i for i, n in enumerate(order) if "-docker-swarm-mgr1-" not in n]
     assert max(others) < order.index(first[0]), order
+
+
+# --- drift: what the swarm shows against what the estate declares --------------------------------
+
+
+def _seen(node_spec: Any, *, labels: dict[str, str] | None = None, availability: str | None = None,
+          role: str | None = None) -> dict[str, dict[str, Any]]:
+    """What `docker node inspect` shows for a node that swarm-node.sh converged, with changes."""
+    applied = {**node_spec.labels, "swarm-estate.labels": ",".join(sorted(node_spec.labels))}
+    return {str(node_spec.address): {
+        "Status": {"Addr": str(node_spec.address)},
+        "Spec": {"Labels": applied if labels is None else labels, "Role": role or node_spec.role,
+                 "Availability": availability or node_spec.availability},
+    }}
+
+
+def test_a_converged_node_and_foreign_labels_are_no_drift() -> None:
+    spec = load_estate(estate_of("dev"))
+    worker = spec.workers[0]
+    assert drift(spec, worker, _seen(worker)) == []
+    foreign = {**_seen(worker)[str(worker.address)]["Spec"]["Labels"], "team": "search"}  # set by someone else
+    assert drift(spec, worker, _seen(worker, labels=foreign)) == []
+    assert drift(spec, worker, {}) == []  # not in the swarm yet: the join's business, not drift
+
+
+def test_a_label_removed_or_changed_by_hand_is_drift() -> None:
+    spec = load_estate(estate_of("dev"))
+    worker = spec.workers[0]
+    assert worker.labels == {"l7": "true"}
+    removed = {"swarm-estate.labels": "l7"}
+    assert drift(spec, worker, _seen(worker, labels=removed)) == ["label l7=true is missing"]
+    changed = {"l7": "false", "swarm-estate.labels": "l7"}
+    assert drift(spec, worker, _seen(worker, labels=changed)) == ["label l7=true is 'false'"]
+
+
+def test_an_owned_label_added_by_hand_availability_and_role_are_drift() -> None:
+    raw = estate_of("dev")
+    raw["swarm"]["owned_label_prefixes"] = ["estate."]
+    spec = load_estate(raw)
+    worker = spec.workers[0]
+    owned = {"l7": "true", "estate.zone": "b", "swarm-estate.labels": "l7"}
+    assert drift(spec, worker, _seen(worker, labels=owned)) == ["label estate.zone is set but not declared"]
+    assert drift(spec, worker, _seen(worker, availability="drain")) == ["availability is drain, not active"]
+    assert drift(spec, worker, _seen(worker, role="manager")) == ["role is manager, not worker"]
+
+
+def test_observed_nodes_are_keyed_by_their_address_and_garbage_is_skipped() -> None:
+    lines = [json.dumps({"ID": "a", "Status": {"Addr": "10.0.0.20"}}), "not json", json.dumps({"ID": "b"}), ""]
+    assert list(observed_nodes("\n".join(lines))) == ["10.0.0.20"]
+    assert observed_nodes(None) == {} and observed_nodes("") == {}
+
+
+def test_a_drifted_node_gets_a_new_stdin_and_the_others_ignore_theirs() -> None:
+    spec = load_estate(estate_of("dev"))
+    worker = spec.workers[0]
+    assert drift(spec, worker, _seen(worker, labels={})) != []
+    result = _cluster_with_observation(spec, _seen(worker, labels={}))
+    memberships = {r["name"]: r for r in result.resources if r["name"].endswith("-membership")}
+    drifted = memberships[f"{CLUSTER}-{worker.name}-membership"]
+    stdin = drifted["inputs"]["stdin"]
+    assert stdin.startswith("re-apply ") and "label l7=true is missing" in stdin
+    assert "stdin" not in drifted["options"].get("ignoreChanges", [])
+    for name, other in memberships.items():
+        if name != drifted["name"]:
+            assert "stdin" not in other["inputs"] and other["options"]["ignoreChanges"] == ["stdin"]

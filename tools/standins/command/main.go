@@ -32,6 +32,7 @@ func main() {
 			infer.Resource(&local.Command{}),
 			infer.Resource(&remote.Command{}),
 		).
+		WithFunctions(infer.Function(&local.Run{})).
 		Build()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "building provider: %v\n", err)
