@@ -6,6 +6,7 @@ node run with `docker exec` (see HostRecord.container), so no SSH server is need
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,12 @@ def ready_script(container: str) -> str:
     )
 
 
+def load_images_script(refs: list[str], container: str) -> str:
+    """`docker save | docker load` from the outer engine into one node: no registry involved."""
+    quoted = " ".join(shlex.quote(r) for r in refs)
+    return f"docker save {quoted} | docker exec -i {shlex.quote(container)} docker load -q"
+
+
 @dataclass(frozen=True)
 class DockerNodesArgs:
     spec: EstateSpec
@@ -130,6 +137,11 @@ class DockerNodes(pulumi.ComponentResource):
         )
         image = docker.RemoteImage(f"{name}-image", name=engine.image, keep_locally=True, opts=on_engine)
         entrypoint = (SCRIPTS / "dind-node.sh").read_text()
+        # The image IDs are the triggers of each node's load: a rebuilt image is loaded again.
+        preloads = [
+            docker.RemoteImage(f"{name}-preload-{i}", name=ref, keep_locally=True, opts=on_engine)
+            for i, ref in enumerate(engine.preload_images)
+        ]
         self.records = []
         for node in spec.nodes:
             cname = container_name(spec, node)
@@ -176,7 +188,20 @@ class DockerNodes(pulumi.ComponentResource):
                 triggers=[container.id],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[container]),
             )
-            self.records.append(HostRecord(node=node, connection=None, container=cname, ready=(ready,)))
+            steps: tuple[pulumi.Resource, ...] = (ready,)
+            if preloads:
+                steps += (
+                    command.local.Command(
+                        f"{name}-{node.name}-images",
+                        create=load_images_script(engine.preload_images, cname),
+                        # pipefail: a failed save must fail the step, not load an empty stream
+                        interpreter=["/bin/bash", "-o", "pipefail", "-c"],
+                        environment={"DOCKER_HOST": engine.engine_host},
+                        triggers=[container.id, *(image.image_id for image in preloads)],
+                        opts=pulumi.ResourceOptions(parent=self, depends_on=[ready]),
+                    ),
+                )
+            self.records.append(HostRecord(node=node, connection=None, container=cname, ready=steps))
         self.swarm_api = pulumi.Output.from_input(f"tcp://127.0.0.1:{engine.api_port}")
         self.l7_entrypoints = pulumi.Output.from_input(l7_entrypoints(spec))
         self.l7_https_entrypoints = pulumi.Output.from_input(l7_https_entrypoints(spec))

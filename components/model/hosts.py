@@ -184,6 +184,11 @@ class DockerSubstrate(Strict):
         default=8080, description="L7 :80 of the first L7 node on 127.0.0.1 (next nodes: +1, +2…)"
     )
     l7_https_port: Port = Field(default=8443, description="L7 :443 of the first L7 node on 127.0.0.1 (next nodes: +1…)")
+    preload_images: list[str] = Field(
+        default_factory=list,
+        description="images of the outer engine loaded into every node once its engine answers, as `kind load "
+        "docker-image` does: for nodes that cannot pull (no registry access) or should not wait for a pull",
+    )
 
 
 class NfsExport(Strict):
