@@ -25,8 +25,9 @@ from components.compose_render import config_names, render_compose
 from components.model import load_estate
 from components.platform import platform_stacks
 from tests.conftest import ROOT, estate_of
-from tests.harness import Engine, busybox_image
+from tests.harness import Engine
 from tests.test_stacks import deploy
+from tools.images import busybox_image
 
 pytestmark = pytest.mark.slow
 

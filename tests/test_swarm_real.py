@@ -18,8 +18,9 @@ import pytest
 
 from components.model import EstateConfigError, EstateSpec, Node, load_estate
 from components.swarm import in_container, init_env, join_env, node_env, parse_kv, removal_env, script_command
-from tests.harness import Engine, Lab, busybox_image, free_subnet, node_image
+from tests.harness import Engine, Lab, free_subnet
 from tests.harness.lab import Node as LabNode
+from tools.images import busybox_image, node_image
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,7 @@
 """Real-Docker test harness: an isolated engine, an offline node image, and swarm nodes over SSH.
 
-    from tests.harness import Engine, Lab, node_image, busybox_image, free_subnet
+    from tests.harness import Engine, Lab, free_subnet
+    from tools.images import busybox_image, node_image
 
     engine = Engine.start()                      # own dockerd, socket and data root under /tmp
     try:
@@ -11,12 +12,11 @@
     finally:
         engine.stop()                            # removes containers, volumes, networks, the engine
 
-The node image is debootstrapped once and cached under ~/.cache/swarm-estate (see image.py).
+The node image is debootstrapped once and cached under ~/.cache/swarm-estate (tools/images.py).
 The node containers need no --privileged: see lab.NODE_SECURITY_ARGS.
 """
 
 from .engine import API_VERSION, Engine
-from .image import busybox_image, node_image
 from .lab import Lab, Node, free_subnet
 
-__all__ = ["API_VERSION", "Engine", "Lab", "Node", "busybox_image", "free_subnet", "node_image"]
+__all__ = ["API_VERSION", "Engine", "Lab", "Node", "free_subnet"]
