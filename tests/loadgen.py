@@ -1,4 +1,4 @@
-"""A bounded load generator for the replayed estate: a fixed request rate for a fixed time.
+"""A bounded load generator for a running estate: a fixed request rate for a fixed time.
 
     load = Load(Target("https://127.0.0.1:8443", "demo.dev.localhost"), rate=25, duration=20).start()
     ...                                # break something
@@ -122,6 +122,11 @@ class Load:
         """End early (no new sends) and wait for the requests in flight."""
         self.halt()
         return self.wait()
+
+    def answered(self) -> int:
+        """Requests answered so far (any answer: a scenario waits for the load to run, not to succeed)."""
+        with self._lock:
+            return sum(1 for s in self._result.samples if s.status is not None)
 
     def halt(self) -> None:
         """No new sends from now on (several streams end together: halt all, then `wait` each)."""

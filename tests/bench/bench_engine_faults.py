@@ -1,11 +1,11 @@
-"""Every figure of issue 8 in one table: faults and rollouts on the replayed dev estate, and the
-mock-engine synth figures (ratio to bare SDK registration, critical paths).
+"""Faults and rollouts of the dev estate under the real Pulumi engine, in one table, with the mock-engine synth
+figures (ratio to bare SDK registration, critical paths).
 
-    venv/bin/python -m tests.bench.bench_faults [--sizes 100,1000] [--repeat 3] [--no-replay]
+    venv/bin/python -m tests.bench.bench_engine_faults [--sizes 100,1000] [--repeat 3] [--no-engine]
 
-The replayed scenarios are the ones `tests/test_faults.py` asserts, run in the same order on one
-estate (3 managers + 2 workers, L7 on both workers, demo `web` with 2 replicas) under a loopback
-load of 25 req/s per stream. Run on demand; nothing here is asserted.
+The scenarios are the ones `tests/test_engine_faults.py` asserts, run in the same order on one estate (3 managers
++ 2 workers, L7 on both workers, demo `web` with 2 replicas, brought up by `pulumi up`) under a loopback load of
+25 req/s per stream. Run on demand; nothing here is asserted.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from components.synth import run_program
 from tests.bench.bench_synth import bare_registration, generated_estate, timed
 from tests.conftest import config_for, estate_of
-from tests.test_faults import SCENARIOS, Estate, build_estate, destroy
+from tests.test_engine_faults import SCENARIOS, Estate, build_estate, destroy
 
 # (scenario, figure key in its result, label in the table, unit)
 ROWS: list[tuple[str, str, str, str]] = [
@@ -26,14 +26,14 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("replica loss", "time out of rotation s", "time out of rotation after the kill", "s"),
     ("replica loss", "time back in after running s", "replacement in rotation after running", "s"),
     ("app rolling update", "failed requests", "failed requests", ""),
-    ("app rolling update", "rollout s", "rollout time", "s"),
+    ("app rolling update", "rollout s", "rollout time (pulumi up included)", "s"),
     ("L7 config change", "unavailable s per node", "unavailability window per node (no L4)", "s"),
     ("L7 config change", "failed without retry", "failed requests without client retry", ""),
     ("L7 config change", "answered by the other L7 on retry", "answered by the other L7 on client retry", ""),
     ("L7 config change", "failed with retry", "failed requests with client retry", ""),
     ("L7 config change", "rollout s", "L7 rollout time", "s"),
     ("worker removal", "failed requests", "failed requests", ""),
-    ("worker removal", "removal s", "drain + leave + rm + container removal", "s"),
+    ("worker removal", "removal s", "pulumi up: drain + leave + rm + container removal", "s"),
     ("manager loss", "failed requests", "failed requests", ""),
     ("manager loss", "scale-up scheduled", "scale-up scheduled with a manager down", ""),
     ("manager loss", "rejoin s", "rejoin time (ready and reachable)", "s"),
@@ -41,8 +41,8 @@ ROWS: list[tuple[str, str, str, str]] = [
 ]
 
 
-def replayed() -> dict[str, dict[str, Any]]:
-    estate: Estate = build_estate()
+def measured() -> dict[str, dict[str, Any]]:
+    estate: Estate = build_estate(Path(tempfile.mkdtemp(prefix="bench-faults-")))
     figures: dict[str, dict[str, Any]] = {}
     try:
         for name, scenario in SCENARIOS:
@@ -51,7 +51,7 @@ def replayed() -> dict[str, dict[str, Any]]:
             except Exception as exc:  # a bench reports a failed scenario and goes on to the next
                 figures[name] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
     finally:
-        destroy(estate.engine, estate.replays)
+        destroy(estate.engine, estate.stack)
     return figures
 
 
@@ -90,11 +90,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sizes", default="100,1000", help="generated estates: services per estate")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--no-replay", action="store_true", help="only the mock-engine figures")
+    parser.add_argument("--no-engine", action="store_true", help="only the mock-engine figures")
     args = parser.parse_args()
     table: list[tuple[str, str, str]] = []
-    if not args.no_replay:
-        figures = replayed()
+    if not args.no_engine:
+        figures = measured()
         for scenario, key, label, unit in ROWS:
             got = figures.get(scenario, {})
             value = got.get(key, got.get("error", "not measured"))

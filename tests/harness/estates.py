@@ -1,0 +1,97 @@
+"""Stack configs for the real-engine tests: the repository's own stack files, with only what this machine
+needs changed (its isolated engine, offline images, free loopback ports and a subnet no route uses).
+
+`local_dev(engine, images)` is `Pulumi.dev.yaml` so changed; `changed_keys` lists what differs, and a test
+asserts that list stays this short, so the tests keep exercising the real dev estate.
+"""
+
+from __future__ import annotations
+
+import copy
+import socket
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.model import load_estate
+from tools.images import app_image, haproxy_image, image_id, node_image
+
+from .engine import Engine
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def stack_estate(stack: str) -> dict[str, Any]:
+    """The `swarm-estate:estate` value of `Pulumi.<stack>.yaml`, as a fresh mutable dict."""
+    doc = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    return copy.deepcopy(doc["config"]["swarm-estate:estate"])
+
+
+@dataclass(frozen=True)
+class LocalImages:
+    """Offline-built images tagged in the outer engine. The program loads the service images into the nodes
+    (docker.preload_images, by tag); services name them by ID, since a tag makes each task try a registry
+    pull first, which waits for name resolution to fail where there is no registry."""
+
+    node: str
+    haproxy: str
+    app: str
+    haproxy_id: str
+    app_id: str
+
+    @classmethod
+    def build(cls, engine: Engine) -> LocalImages:
+        haproxy, app = haproxy_image(engine), app_image(engine)
+        return cls(node=node_image(engine), haproxy=haproxy, app=app, haproxy_id=image_id(engine, haproxy),
+                   app_id=image_id(engine, app))
+
+
+def free_ports(count: int, consecutive: int = 1) -> list[int]:
+    """`count` ranges of `consecutive` ports, each free on 127.0.0.1 now (first port of each)."""
+    found: list[int] = []
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            start = s.getsockname()[1]
+        if start + consecutive > 65535 or any(abs(start - f) < consecutive + 1 for f in found):
+            continue
+        try:
+            for port in range(start, start + consecutive):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        found.append(start)
+        if len(found) == count:
+            return found
+    raise RuntimeError("no free loopback ports")
+
+
+def local_dev(engine: Engine, images: LocalImages, subnet: IPv4Network,
+              estate: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`estate` (the dev estate by default) on this machine's engine, images and ports; nothing else changes."""
+    estate = copy.deepcopy(estate if estate is not None else stack_estate("dev"))
+    spec = load_estate(copy.deepcopy(estate))
+    api, http, https = free_ports(3, consecutive=max(1, len(spec.l7_nodes())))
+    estate["docker"].update(
+        engine_host=engine.host, image=images.node, api_port=api, l7_http_port=http,
+        l7_https_port=https, preload_images=[images.haproxy, images.app],
+    )
+    estate["node_network"]["subnet"] = str(subnet)
+    estate.setdefault("l7", {})["image"] = images.haproxy_id
+    for stack in estate.get("stacks", {}).values():
+        stack.setdefault("variables", {})["DEMO_IMAGE"] = images.app_id
+    return estate
+
+
+def changed_keys(before: Any, after: Any, path: str = "") -> list[str]:
+    """Config paths whose values differ between two estates."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        out: list[str] = []
+        for key in sorted(set(before) | set(after)):
+            out += changed_keys(before.get(key), after.get(key), f"{path}.{key}" if path else str(key))
+        return out
+    return [] if before == after else [path]
