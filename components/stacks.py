@@ -33,6 +33,7 @@ from .compose_render import render_compose
 from .model import EstateSpec, Route
 from .platform import platform_stacks
 from .secrets import SecretSource
+from .swarm import ipam_config
 
 __all__ = ["AppStack", "AppStackArgs", "content_name", "routes"]
 
@@ -74,7 +75,7 @@ class AppStack(pulumi.ComponentResource):
                 attachable=net.attachable,
                 internal=net.internal,
                 options=net.driver_opts or None,
-                ipam_configs=[docker.NetworkIpamConfigArgs(subnet=s) for s in net.subnets] or None,
+                ipam_configs=[ipam_config(s) for s in net.subnets] or None,
                 labels=[docker.NetworkLabelArgs(label=k, value=v) for k, v in {**net.labels, STACK_LABEL: ns}.items()],
                 opts=child,
             )

@@ -20,6 +20,7 @@ managers list (the commands move to the new first manager, nothing is deleted), 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import shlex
 import uuid
@@ -201,12 +202,18 @@ def provider_host(spec: EstateSpec, record: HostRecord) -> str:
     return f"ssh://{record.node.ssh_user}@{record.node.address}:{spec.ssh.port}"
 
 
+def ipam_config(subnet: str) -> docker.NetworkIpamConfigArgs:
+    """A subnet with the gateway Docker would give it (its first address), spelled out: a refresh reads the
+    gateway back, and the provider would replace a network whose config lacks it."""
+    return docker.NetworkIpamConfigArgs(subnet=subnet, gateway=str(next(ipaddress.ip_network(subnet).hosts())))
+
+
 def overlay_network_args(spec: EstateSpec, overlay: Overlay) -> docker.NetworkArgs:
     return docker.NetworkArgs(
         name=overlay.name,
         driver="overlay",
         attachable=overlay.attachable,
-        ipam_configs=[docker.NetworkIpamConfigArgs(subnet=str(overlay.subnet))] if overlay.subnet else None,
+        ipam_configs=[ipam_config(str(overlay.subnet))] if overlay.subnet else None,
         # The overlay driver reads `encrypted` as a flag: its presence turns IPsec on.
         options={"encrypted": "true"} if overlay.encrypted else None,
         labels=[docker.NetworkLabelArgs(label=ESTATE_LABEL, value=spec.name)],

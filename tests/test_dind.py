@@ -41,7 +41,7 @@ def test_unprivileged_nodes_get_the_capability_set(synth, dev_estate):
     dev_estate["docker"]["privileged"] = False
     c = containers(synth(dev_estate))["dev-worker1"]["inputs"]
     assert c["privileged"] is False
-    assert "SYS_ADMIN" in c["capabilities"]["adds"] and c["capabilities"]["drops"] == ["SYS_RESOURCE"]
+    assert "CAP_SYS_ADMIN" in c["capabilities"]["adds"] and c["capabilities"]["drops"] == ["CAP_SYS_RESOURCE"]
     assert "seccomp=unconfined" in c["securityOpts"]
     assert "NODE_PRIVILEGED=false" in c["envs"]
 

@@ -173,7 +173,8 @@ def test_provider_and_overlays_go_through_the_swarm_provider() -> None:
     assert public["inputs"]["name"] == "haproxy-public"
     assert public["inputs"]["driver"] == "overlay"
     assert public["inputs"]["attachable"] is True
-    assert public["inputs"]["ipamConfigs"] == [{"subnet": "10.10.0.0/22"}]
+    # the gateway Docker would pick, spelled out so a refresh reads back what the program says
+    assert public["inputs"]["ipamConfigs"] == [{"subnet": "10.10.0.0/22", "gateway": "10.10.0.1"}]
     assert "encrypted" not in (public["inputs"].get("options") or {})
     backend = result.named(f"{CLUSTER}-net-backend")
     assert backend["inputs"]["options"] == {"encrypted": "true"}
