@@ -287,7 +287,8 @@ class Cluster(pulumi.ComponentResource):
         anchor: list[pulumi.Resource] = []
         for node in [first.node, *(n for n in spec.nodes if n.name != first.node.name)]:
             joined = self._join(node, records[node.name], [init, *anchor])
-            node_id = joined.stdout.apply(lambda out: parse_kv(out).get("node_id", ""))
+            # A node id is no credential: unsecreted, the membership's commands and their errors stay readable.
+            node_id = pulumi.Output.unsecret(joined.stdout.apply(lambda out: parse_kv(out).get("node_id", "")))
             membership = self._membership(node, node_id, joined)
             self.node_ids[node.name] = node_id
             anchor = anchor or [membership]

@@ -154,11 +154,14 @@ def project_copy(where: Path, *, copy: bool = False) -> Path:
 
 def cli_env(workdir: Path, extra_env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of the Pulumi CLI for a test: the toolchain first on PATH, a file backend and Pulumi home
-    under `workdir`, the test passphrase, no update checks and no plugin downloads."""
+    under `workdir`, the test passphrase, no update checks and no plugin downloads. A PATH in `extra_env` is
+    put in front of the toolchain's."""
     (workdir / "backend").mkdir(parents=True, exist_ok=True)
+    extra = dict(extra_env or {})
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
+    path = ":".join(p for p in (extra.pop("PATH", ""), str(toolchain_bin()), env.get("PATH", "")) if p)
     env.update(
-        PATH=f"{toolchain_bin()}:{env.get('PATH', '')}",
+        PATH=path,
         PULUMI_HOME=str(workdir / "home"),
         PULUMI_BACKEND_URL=f"file://{workdir / 'backend'}",
         PULUMI_CONFIG_PASSPHRASE=PASSPHRASE,
@@ -168,7 +171,7 @@ def cli_env(workdir: Path, extra_env: dict[str, str] | None = None) -> dict[str,
         # makes `--event-log` available: the engine's own record of the order it finished steps in
         PULUMI_DEBUG_COMMANDS="true",
         NO_COLOR="1",
-        **(extra_env or {}),
+        **extra,
     )
     return env
 
@@ -207,6 +210,11 @@ class PulumiStack:
         result = subprocess.run(cmd, cwd=self.project, env=self.env, capture_output=True, text=True, timeout=timeout,
                                 input=input, check=False)
         self.history.append(f"{' '.join(args)} -> {result.returncode} in {time.monotonic() - started:.1f}s")
+        # every run's whole output, kept beside the backend for a post-mortem (pytest keeps its temp dirs)
+        log = self.workdir / "logs" / f"{len(self.history):03d}-{args[0]}.log"
+        log.parent.mkdir(exist_ok=True)
+        command = " ".join(a for a in args if a != input)
+        log.write_text(f"$ pulumi {command}\n{result.stdout}\n--- stderr\n{result.stderr}")
         if check and result.returncode != 0:
             raise PulumiError(list(args), result)
         return result
@@ -218,7 +226,9 @@ class PulumiStack:
         doc = {**(doc or {}), "config": config}
         self.config_file.write_text(yaml.safe_dump(doc, sort_keys=True))
         for key, value in (secrets or {}).items():
-            self.run("config", "set", "--secret", key, "--", value)
+            # on stdin: multi-line values (keys, PEM bundles) go in whole, and the value never reaches a command
+            # line, a process list or an error message
+            self.run("config", "set", "--secret", key, input=value)
 
     # --- operations ----------------------------------------------------------------------------------
 
