@@ -87,7 +87,7 @@ def allocate_slot(stack: str, slots: int, taken: Mapping[str, int]) -> Allocatio
         collided += sorted(holders[slot])
     raise BranchPoolExhausted(
         f"no free slot for branch stack {stack!r}: all {slots} slots of the branch pool are held "
-        f"({len(taken)} branch stacks); destroy old ones (python -m components.reap) or enlarge "
+        f"({len(taken)} branch stacks); destroy old ones (python -m tools.reap) or enlarge "
         "branch.node_pool / branch.overlay_pool / branch.port_stride range"
     )
 

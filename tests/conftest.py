@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.synth import RecordingMonitor, SynthResult, run_program, stack_config
+from tools.synth import RecordingMonitor, SynthResult, run_program, stack_config
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("DOCKER_API_VERSION", "1.41")

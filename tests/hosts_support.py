@@ -14,8 +14,8 @@ import yaml
 from components.hosts import Hosts, HostsArgs
 from components.model import EstateSpec, load_estate
 from components.secrets import SecretSource
-from components.synth import SynthResult, run_function
 from tests.tls_support import self_signed
+from tools.synth import SynthResult, run_function
 
 ROOT = Path(__file__).resolve().parent.parent
 

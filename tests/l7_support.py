@@ -34,8 +34,8 @@ import pulumi_docker as docker
 
 from components.l7config import CERT_DIR, DOCKER_DNS
 from components.model import CONFIG_NAMESPACE, EstateSpec, Route, Routing, load_estate
-from components.synth import RecordingMonitor, SynthResult, run_function
 from tests.hosts_support import free_port_on, tool
+from tools.synth import RecordingMonitor, SynthResult, run_function
 
 # At start-up HAProxy looks up every server slot (`init-addr libc`) through the host's resolver,
 # which knows no swarm service; bound each wait where it cannot be avoided (glibc reads RES_OPTIONS).

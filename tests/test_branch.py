@@ -24,8 +24,8 @@ from components.branch import (
     stack_name,
 )
 from components.model import EstateConfigError, load_estate
-from components.synth import SynthResult, run_program
 from tests.conftest import ROOT, config_for, estate_of
+from tools.synth import SynthResult, run_program
 
 VALID_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)

@@ -1,6 +1,6 @@
 """Branch stacks under the real engine, driven the way the pipeline drives them (README, "Pipelines"):
-`pulumi stack init <stack> --copy-config-from ci`, `python -m components.branch_stacks pin`, `pulumi up`,
-`python -m components.smoke`, and the reaper, against a file backend, on one isolated engine.
+`pulumi stack init <stack> --copy-config-from ci`, `python -m tools.branch_pins pin`, `pulumi up`,
+`python -m tools.smoke`, and the reaper, against a file backend, on one isolated engine.
 
 The project is a copy of the repository (the branch tools find the project from their own location), with
 `Pulumi.ci.yaml` changed only where this machine needs it: its engine, offline images.
@@ -57,7 +57,7 @@ class Pipeline:
         """What the branch job does for one branch; returns its stack."""
         stack = stack_name(branch)
         self.pulumi("stack", "init", stack, "--copy-config-from", "ci")
-        self.tool("components.branch_stacks", "pin", stack, "--branch", branch)
+        self.tool("tools.branch_pins", "pin", stack, "--branch", branch)
         self.pulumi("up", "-s", stack, "--yes", "--skip-preview")
         return stack
 
@@ -108,7 +108,7 @@ def test_two_branch_stacks_up_at_once_each_serve_only_their_own_names_and_the_to
     assert len(pipeline.engine.run("ps", "-q").stdout.split()) == 4
 
     for stack in stacks:
-        smoke = pipeline.tool("components.smoke", stack, "--wait", str(SMOKE_WAIT_S))
+        smoke = pipeline.tool("tools.smoke", stack, "--wait", str(SMOKE_WAIT_S))
         assert f"{stack}: " in smoke.stdout and "checks passed" in smoke.stdout
         other = next(h for s, h in hosts.items() if s != stack)
         for entry in entries[stack]:
@@ -124,13 +124,13 @@ def test_two_branch_stacks_up_at_once_each_serve_only_their_own_names_and_the_to
     # the reaper: the second branch is gone from the remote, so its stack goes; the first stays and serves
     live = pipeline.project / "live-branches"
     live.write_text(BRANCHES[0] + "\n")
-    dry = pipeline.tool("components.reap", "--older-than", "3d", "--branches", str(live))
+    dry = pipeline.tool("tools.reap", "--older-than", "3d", "--branches", str(live))
     assert "dry run: nothing destroyed" in dry.stdout
-    pipeline.tool("components.reap", "--older-than", "3d", "--branches", str(live), "--destroy")
+    pipeline.tool("tools.reap", "--older-than", "3d", "--branches", str(live), "--destroy")
     listed = [s["name"] for s in yaml.safe_load(pipeline.pulumi("stack", "ls", "--json").stdout)]
     assert stacks[1] not in listed and stacks[0] in listed
     assert len(pipeline.engine.run("ps", "-q").stdout.split()) == 2
-    pipeline.tool("components.smoke", stacks[0], "--wait", str(SMOKE_WAIT_S))
+    pipeline.tool("tools.smoke", stacks[0], "--wait", str(SMOKE_WAIT_S))
 
     # the branch's cleanup job: destroy, then remove the stack; nothing is left on the engine
     pipeline.pulumi("destroy", "-s", stacks[0], "--yes", "--skip-preview")

@@ -24,7 +24,6 @@ from components.l7config import (
     template_slots,
 )
 from components.model import EstateSpec, Route, load_estate
-from components.synth import FakeEngine, RecordingMonitor, SynthResult
 from tests import schema_check
 from tests.l7_support import (
     check_config,
@@ -34,6 +33,7 @@ from tests.l7_support import (
     synth_l7,
     unexpected_warnings,
 )
+from tools.synth import FakeEngine, RecordingMonitor, SynthResult
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from components.model import EstateConfigError, load_estate
-from components.synth import FakeEngine, RecordingMonitor
 from tests.conftest import config_for, estate_of
+from tools.synth import FakeEngine, RecordingMonitor
 
 P = "swarm-estate:estate"
 
@@ -28,7 +28,7 @@ def assert_rule(estate: dict[str, Any], path: str, *fragments: str) -> None:
     for fragment in fragments:
         assert any(fragment in h for h in hits), f"{fragment!r} not in {hits}"
 
-    from components.synth import run_program
+    from tools.synth import run_program
 
     monitor = RecordingMonitor(FakeEngine())
     with pytest.raises(EstateConfigError):

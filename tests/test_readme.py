@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from components.synth import run_program, stack_config
 from tests.conftest import ROOT
+from tools.synth import run_program, stack_config
 
 
 def readme() -> str:
@@ -16,7 +16,7 @@ def test_readme_picture_is_the_current_prod_synth():
     picture = run_program(stack_config(ROOT / "Pulumi.prod.yaml"), stack="prod").files["estate.mmd"]
     blocks = re.findall(r"```mermaid\n(.*?)```", readme(), flags=re.S)
     assert blocks, "README embeds no mermaid picture"
-    assert blocks[0] == picture, "README picture is stale: paste files/estate.mmd of `components.synth prod`"
+    assert blocks[0] == picture, "README picture is stale: paste files/estate.mmd of `tools.synth prod`"
 
 
 def test_quick_start_has_exactly_two_setup_commands_and_ci_runs_the_second():

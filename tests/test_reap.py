@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from components.branch_names import BranchPoolExhausted, preferred_slot
-from components.branch_stacks import TAG_BRANCH, TAG_CREATED, TAG_SLOT, StackInfo, pin_plan, template_slots
-from components.reap import live_branches_from_git, parse_age, select
 from tests.conftest import ROOT
+from tools.branch_pins import TAG_BRANCH, TAG_CREATED, TAG_SLOT, StackInfo, pin_plan, template_slots
+from tools.reap import live_branches_from_git, parse_age, select
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 THREE_DAYS = timedelta(days=3)
@@ -97,7 +97,7 @@ def test_extra_keep_names_and_the_last_update_fallback() -> None:
 def run_reap(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {"PATH": path} if path is not None else None
     return subprocess.run(
-        [sys.executable, "-m", "components.reap", *args],
+        [sys.executable, "-m", "tools.reap", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -202,7 +202,7 @@ def test_pinning_into_a_full_pool_is_a_clear_error() -> None:
 
 def run_pin(*args: str, path: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "components.branch_stacks", "pin", *args],
+        [sys.executable, "-m", "tools.branch_pins", "pin", *args],
         cwd=ROOT,
         env={"PATH": path},
         capture_output=True,

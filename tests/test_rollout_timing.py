@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from components.model import duration_ms
-from components.synth import SynthResult
+from tools.synth import SynthResult
 
 
 def _ms(text: str) -> int:

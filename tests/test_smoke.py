@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from components import smoke
+from tools import smoke
 from tests.conftest import ROOT
 from tests.tls_support import self_signed
 
@@ -162,7 +162,7 @@ def test_the_l4_virtual_ip_is_the_entry_point_without_docker_nodes() -> None:
 
 def test_without_the_pulumi_cli_it_says_so(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "components.smoke", "feature-a"],
+        [sys.executable, "-m", "tools.smoke", "feature-a"],
         cwd=ROOT,
         env={"PATH": str(tmp_path)},
         capture_output=True,
@@ -174,12 +174,12 @@ def test_without_the_pulumi_cli_it_says_so(tmp_path: Path) -> None:
 
 
 def test_the_command_reads_a_synth_outputs_file(l7: str, tmp_path: Path) -> None:
-    # The shape `python -m components.synth` writes, with the entry point swapped for the fake L7.
+    # The shape `python -m tools.synth` writes, with the entry point swapped for the fake L7.
     outputs = write_outputs(
         tmp_path, manager_addresses=["172.30.1.10"], public_urls=[f"http://{BAD_HOST}/"], l7_entrypoints=[l7]
     )
     out = subprocess.run(
-        [sys.executable, "-m", "components.smoke", "feature-a", "--outputs", str(outputs), "--timeout", "5"],
+        [sys.executable, "-m", "tools.smoke", "feature-a", "--outputs", str(outputs), "--timeout", "5"],
         cwd=ROOT,
         capture_output=True,
         text=True,

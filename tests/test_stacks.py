@@ -19,10 +19,10 @@ from components.model import load_estate
 from components.platform import platform_stacks
 from components.secrets import SecretSource
 from components.stacks import AppStack, AppStackArgs, routes
-from components.synth import FakeEngine, RecordingMonitor, SynthResult, run_function
 from tests import schema_check
 from tests.compose_support import docker_stack_config
 from tests.conftest import ROOT, TEST_SECRETS, config_for, estate_of
+from tools.synth import FakeEngine, RecordingMonitor, SynthResult, run_function
 
 SERVICE = "docker:index/service:Service"
 NETWORK = "docker:index/network:Network"

@@ -31,8 +31,8 @@ from components.swarm import (
     script_command,
     script_hash,
 )
-from components.synth import FakeEngine, RecordingMonitor, SynthResult, run_function
 from tests.conftest import TEST_SECRETS, estate_of
+from tools.synth import FakeEngine, RecordingMonitor, SynthResult, run_function
 
 CLUSTER = "swarm"
 MANAGER_TOKEN = "SWMTKN-1-unittestdigest-MANAGERSECRET0001"

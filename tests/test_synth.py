@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from components.synth import run_program, secure, stack_config
 from tests import schema_check
 from tests.conftest import ROOT, TEST_SECRETS, config_for, estate_of
+from tools.synth import run_program, secure, stack_config
 
 STACKS = ("prod", "dev")
 
 
 def synth_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "components.synth", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "tools.synth", *args], cwd=cwd, capture_output=True, text=True, timeout=300
     )
 
 

@@ -15,10 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from components.synth import run_program
 from tests.bench.bench_synth import bare_registration, generated_estate, timed
 from tests.conftest import config_for, estate_of
 from tests.test_engine_faults import SCENARIOS, Estate, build_estate, destroy
+from tools.synth import run_program
 
 # (scenario, figure key in its result, label in the table, unit)
 ROWS: list[tuple[str, str, str, str]] = [

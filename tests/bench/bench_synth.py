@@ -20,8 +20,8 @@ from typing import Any
 import pulumi
 import yaml
 
-from components.synth import SynthResult, run_function, run_program
 from tests.conftest import config_for, estate_of
+from tools.synth import SynthResult, run_function, run_program
 
 
 def generated_estate(services: int, workdir: Path) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Branch stacks in the Pulumi backend: what the pipeline records on them, and how it reads them back.
 
-    python -m components.branch_stacks pin STACK --branch BRANCH
+    python -m tools.branch_pins pin STACK --branch BRANCH
 
 `pin` runs once per pipeline run, after `pulumi stack init --copy-config-from ci` (or after
 `pulumi config cp` for a stack that exists). It gives the stack a slot of the branch pools the
@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
-from .branch import branch_settings, stack_name
-from .branch_names import Allocation, BranchPoolExhausted, allocate_slot
-from .model import CONFIG_NAMESPACE, ESTATE_KEY, EstateConfigError
+from components.branch import branch_settings, stack_name
+from components.branch_names import Allocation, BranchPoolExhausted, allocate_slot
+from components.model import CONFIG_NAMESPACE, ESTATE_KEY, EstateConfigError
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 TEMPLATE = PROJECT_DIR / "Pulumi.ci.yaml"
@@ -163,7 +163,7 @@ def apply_pin(ws: Any, pin: Pin) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m components.branch_stacks")
+    parser = argparse.ArgumentParser(prog="python -m tools.branch_pins")
     sub = parser.add_subparsers(dest="command", required=True)
     pin = sub.add_parser("pin", help="give a branch stack its slot and creation time (idempotent)")
     pin.add_argument("stack")

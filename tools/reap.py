@@ -1,7 +1,7 @@
 """Reaper: find branch stacks whose branch is gone or that are too old, and destroy them when asked.
 
-    python -m components.reap --older-than 3d            # dry run: list what would go, and why
-    python -m components.reap --older-than 3d --destroy  # pulumi destroy + pulumi stack rm each
+    python -m tools.reap --older-than 3d            # dry run: list what would go, and why
+    python -m tools.reap --older-than 3d --destroy  # pulumi destroy + pulumi stack rm each
 
 A branch stack is one the pipeline tagged `swarm-estate:branch` (components/branch_stacks.py);
 untagged stacks and the long-lived ones (prod, dev, ci, --keep) are never selected. Live branches
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .branch_stacks import PROJECT_DIR, PulumiCliMissingError, StackInfo, parse_time, read_stacks, workspace
+from .branch_pins import PROJECT_DIR, PulumiCliMissingError, StackInfo, parse_time, read_stacks, workspace
 
 LONG_LIVED = frozenset({"prod", "dev", "ci"})
 _AGE = re.compile(r"^(\d+)([mhdw])$")
@@ -143,7 +143,7 @@ def destroy(names: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m components.reap", description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.reap", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--older-than", required=True, help="age limit of a branch stack, e.g. 3d, 12h, 1w")
     parser.add_argument("--destroy", action="store_true", help="destroy and remove the selected stacks")
     parser.add_argument("--branches", type=Path, help="file with the live branch names, one a line")

@@ -1,6 +1,6 @@
 """Smoke test of a deployed estate: every public URL and health URI, through every L7 entry point.
 
-    python -m components.smoke STACK [--outputs FILE] [--wait SECONDS]
+    python -m tools.smoke STACK [--outputs FILE] [--wait SECONDS]
 
 Reads the stack outputs (through the Pulumi Automation API, or from FILE: the `outputs.json` a
 synth writes, or `pulumi stack output --json`), then requests each URL with its Host header (and
@@ -157,7 +157,7 @@ def stack_outputs(stack: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m components.smoke", description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.smoke", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("stack", help="the stack to test")
     parser.add_argument("--outputs", type=Path, help="read the outputs from this JSON file instead of the stack")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")

@@ -1,6 +1,6 @@
 """Offline synth: run the program under Pulumi's mock engine and write what `pulumi up` would send.
 
-    python -m components.synth STACK --out DIR [--config FILE]
+    python -m tools.synth STACK --out DIR [--config FILE]
 
 Writes DIR/resources.json (every RegisterResource request: type, name, parent, provider,
 inputs, dependencies, options), DIR/outputs.json and DIR/files/ (every generated artifact
@@ -33,8 +33,8 @@ from pulumi.runtime.rpc import UNKNOWN as UNKNOWN_SENTINEL
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from . import artifacts
-from .model import CONFIG_NAMESPACE, EstateConfigError
+from components import artifacts
+from components.model import CONFIG_NAMESPACE, EstateConfigError
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROJECT = "swarm-estate"
@@ -314,7 +314,7 @@ def summary(result: SynthResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m components.synth", description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.synth", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("stack", help="stack name: reads Pulumi.<stack>.yaml unless --config is given")
     parser.add_argument("--out", required=True, type=Path, help="output directory (replaced)")
     parser.add_argument("--config", type=Path, help="stack config file to synth instead of Pulumi.<stack>.yaml")
