@@ -11,14 +11,14 @@ import pulumi
 
 from . import artifacts
 from .branch import branch_metadata, derive_branch_estate
-from .compose import import_stacks
-from .compose_model import ImportedStack
-from .diagram import render_mermaid
+from .compose.apply import import_stacks
+from .compose.spec import ImportedStack
 from .dind import DockerNodes, DockerNodesArgs
 from .hosts import HostRecord, Hosts, HostsArgs
 from .model import EstateSpec, format_violation, load_estate
 from .platform import platform_stacks
 from .proxy import L7, L7Args
+from .render.diagram import render_mermaid
 from .secrets import SecretSource
 from .stacks import AppStack, AppStackArgs, routes
 from .swarm import Cluster, ClusterArgs

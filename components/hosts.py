@@ -12,9 +12,10 @@ import pulumi
 import pulumi_command as command
 import pulumi_libvirt as libvirt
 
-from . import artifacts, cloudinit
+from . import artifacts
 from .l4 import L4Pair, L4PairArgs
 from .model import EstateSpec, Node
+from .render import cloudinit
 from .secrets import SecretSource
 
 

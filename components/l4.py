@@ -15,8 +15,8 @@ import pulumi
 import pulumi_command as command
 
 from . import artifacts
-from .cloudinit import HostFile, HostProfile, Service, bootstrap_environment, render_user_data
 from .model import EstateSpec, duration_ms
+from .render.cloudinit import HostFile, HostProfile, Service, bootstrap_environment, render_user_data
 from .secrets import SecretSource
 
 if TYPE_CHECKING:

@@ -7,8 +7,8 @@ L7, NFS in mount specs) for everything that runs in the swarm.
 
 from __future__ import annotations
 
-from .compose import nfs_volume
-from .compose_model import (
+from .compose.apply import nfs_volume
+from .compose.spec import (
     FileRef,
     ImportedStack,
     MountSpec,

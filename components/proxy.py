@@ -1,6 +1,6 @@
 """L7 layer: the HAProxy swarm service that routes every public name to its stack's service.
 
-The configuration is rendered by `components.l7config` from the model and the routes; this
+The configuration is rendered by `components.render.l7` from the model and the routes; this
 module turns it into swarm objects: a content-hashed `docker.ServiceConfig`, one content-hashed
 `docker.Secret` per certificate, and the `docker.Service` running HAProxy on the labelled nodes
 with its ports published in host mode (the L4 pair targets those nodes directly).
@@ -18,9 +18,9 @@ import pulumi_command as command
 import pulumi_docker as docker
 
 from . import artifacts
-from .compose_model import AUTONAME_SUFFIX, STACK_LABEL, content_digest, content_name, go_duration, swarm_secret_prefix
-from .l7config import CERT_DIR, CONFIG_PATH, render_l7_config
+from .compose.spec import AUTONAME_SUFFIX, STACK_LABEL, content_digest, content_name, go_duration, swarm_secret_prefix
 from .model import EstateSpec, Route, duration_ms
+from .render.l7 import CERT_DIR, CONFIG_PATH, render_l7_config
 from .secrets import SecretSource
 
 __all__ = ["L7", "L7Args", "healthcheck_command", "render_l7_config", "self_signed_command"]

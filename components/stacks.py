@@ -15,8 +15,8 @@ import pulumi
 import pulumi_docker as docker
 
 from . import artifacts
-from .compose import routes_of, volume_name
-from .compose_model import (
+from .compose.apply import routes_of, volume_name
+from .compose.spec import (
     IMAGE_LABEL,
     STACK_LABEL,
     ImportedStack,
@@ -29,9 +29,9 @@ from .compose_model import (
     go_duration,
     swarm_secret_prefix,
 )
-from .compose_render import render_compose
 from .model import EstateSpec, Route
 from .platform import platform_stacks
+from .render.compose import render_compose
 from .secrets import SecretSource
 from .swarm import ipam_config
 

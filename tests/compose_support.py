@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from components.compose_model import ComposeFile, ServiceSpec, parse_duration
+from components.compose.spec import ComposeFile, ServiceSpec, parse_duration
 
 
 def _docker_cli() -> str:

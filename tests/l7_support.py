@@ -32,8 +32,8 @@ from typing import Any
 import pulumi
 import pulumi_docker as docker
 
-from components.l7config import CERT_DIR, DOCKER_DNS
 from components.model import CONFIG_NAMESPACE, EstateSpec, Route, Routing, load_estate
+from components.render.l7 import CERT_DIR, DOCKER_DNS
 from tests.hosts_support import free_port_on, tool
 from tools.synth import RecordingMonitor, SynthResult, run_function
 

@@ -1,6 +1,6 @@
 """Compose import checked against the reference: `docker stack config -c` (the real Docker CLI).
 
-Each file is imported by `components.compose_parse` and normalised by Docker; both are projected
+Each file is imported by `components.compose.parse` and normalised by Docker; both are projected
 onto one canonical shape (units as the Swarm API counts them) and compared. Cases in
 tests/compose_cases/ say whether Docker agrees (`same`), refuses the file too (`rejects`) or
 accepts what the import deliberately refuses (`accepts`), and which errors/warnings to expect.
@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from components.compose import import_stacks, routes_of
-from components.compose_model import go_duration, parse_bytes, parse_duration
-from components.compose_parse import parse_compose
+from components.compose.apply import import_stacks, routes_of
+from components.compose.parse import parse_compose
+from components.compose.spec import go_duration, parse_bytes, parse_duration
 from components.model import EstateConfigError, load_estate
 from components.platform import platform_stacks
 from components.stacks import routes

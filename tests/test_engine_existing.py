@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from components.cloudinit import READY_MARKER
+from components.render.cloudinit import READY_MARKER
 from tests.harness import Engine, Lab, free_subnet
 from tests.harness.estates import LocalImages, stack_estate
 from tests.harness.hosts import OPS_USER, host_image

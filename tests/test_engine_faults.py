@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from components.l7config import pickup_bound_ms
 from components.model import EstateSpec, duration_ms, load_estate
+from components.render.l7 import pickup_bound_ms
 from tests.harness import Engine, free_subnet
 from tests.harness.estates import LocalImages, local_dev, stack_estate
 from tests.harness.probe import Rotation, Swarm, task_time, wait_until

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from components import cloudinit as ci
 from components.hosts import BOOTSTRAP_SCRIPT, WORKER_WAVES, Hosts, bootstrap_stdin
 from components.l4 import L4Pair, l4_profile
 from components.model import EstateSpec
+from components.render import cloudinit as ci
 from tests import schema_check
 from tests.hosts_support import SECRETS, prod_raw, prod_spec, run_tool, spec_of, synth_hosts, tool, variant
 from tools.synth import SynthResult

@@ -15,7 +15,8 @@ import pytest
 import yaml
 from google.protobuf import json_format
 
-from components.l7config import (
+from components.model import EstateSpec, Route, load_estate
+from components.render.l7 import (
     CERT_DIR,
     CONFIG_PATH,
     dns_payload_size,
@@ -23,7 +24,6 @@ from components.l7config import (
     render_l7_config,
     template_slots,
 )
-from components.model import EstateSpec, Route, load_estate
 from tests import schema_check
 from tests.l7_support import (
     check_config,

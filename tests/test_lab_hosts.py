@@ -16,10 +16,10 @@ from ipaddress import IPv4Network
 
 import pytest
 
-from components import cloudinit
-from components.cloudinit import FIREWALL_TABLE, READY_MARKER, bootstrap_environment, docker_host_profile
 from components.hosts import bootstrap_stdin, root_shell
 from components.model import EstateSpec, Node, load_estate
+from components.render import cloudinit
+from components.render.cloudinit import FIREWALL_TABLE, READY_MARKER, bootstrap_environment, docker_host_profile
 from components.swarm import init_env, join_env, parse_kv, script_command
 from tests.harness import Engine, Lab, free_subnet
 from tests.harness.hosts import HOST_PACKAGES, MASKED_UNITS, OPS_USER, host_image

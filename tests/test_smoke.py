@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tools import smoke
 from tests.conftest import ROOT
 from tests.tls_support import self_signed
+from tools import smoke
 
 OK_HOST = "demo.feature-a.ci.example.test"
 BAD_HOST = "broken.feature-a.ci.example.test"

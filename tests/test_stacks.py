@@ -14,7 +14,7 @@ import pytest
 import yaml
 from google.protobuf import json_format
 
-from components.compose import import_stacks
+from components.compose.apply import import_stacks
 from components.model import load_estate
 from components.platform import platform_stacks
 from components.secrets import SecretSource

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from components.compose import import_stacks
-from components.compose_model import ImportedStack, parse_duration
-from components.compose_render import config_names, render_compose
+from components.compose.apply import import_stacks
+from components.compose.spec import ImportedStack, parse_duration
 from components.model import load_estate
 from components.platform import platform_stacks
+from components.render.compose import config_names, render_compose
 from tests.conftest import ROOT, estate_of
 from tests.harness import Engine
 from tests.test_stacks import deploy

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
-from components.l7config import CONFIG_PATH
+from components.render.l7 import CONFIG_PATH
 
 
 class DockerCli(Protocol):

@@ -16,7 +16,7 @@ from ipaddress import IPv4Address
 
 import yaml
 
-from .model import EstateSpec, Node
+from ..model import EstateSpec, Node
 
 STATE_DIR = "/var/lib/swarm-estate"
 READY_MARKER = f"{STATE_DIR}/ready"

@@ -11,7 +11,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
-from .model import Routing
+from ..model import Routing
 
 STACK_LABEL = "com.docker.stack.namespace"
 IMAGE_LABEL = "com.docker.stack.image"

@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
-from . import compose_service as svc
-from . import compose_values as val
-from .compose_interp import interpolate
-from .compose_model import ComposeFile, ConfigSpec, NetworkSpec, SecretSpec, ServiceSpec, VolumeSpec
+from . import service as svc
+from . import values as val
+from .interpolate import interpolate
+from .spec import ComposeFile, ConfigSpec, NetworkSpec, SecretSpec, ServiceSpec, VolumeSpec
 
 TOP_LEVEL = {"version", "services", "networks", "volumes", "configs", "secrets"}
 

@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .compose_model import ComposeFile, ImportedStack, NetworkSpec, NfsVolume, SecretSpec, ServiceSpec, VolumeSpec
-from .compose_parse import parse_compose
-from .model import EstateConfigError, EstateSpec, Route, StackSpec, config_path
+from ..model import EstateConfigError, EstateSpec, Route, StackSpec, config_path
+from .parse import parse_compose
+from .spec import ComposeFile, ImportedStack, NetworkSpec, NfsVolume, SecretSpec, ServiceSpec, VolumeSpec
 
 # Platform stacks take these names when the model enables them.
 PLATFORM_STACKS = ("registry", "portainer")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .model import EstateSpec, Node, Route
+from ..model import EstateSpec, Node, Route
 
 
 def _id(*parts: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .compose_model import (
+from ..compose.spec import (
     ImportedStack,
     MountSpec,
     Resources,

@@ -6,7 +6,7 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
-from .compose_model import (
+from .spec import (
     Resources,
     RestartPolicy,
     UpdateConfig,

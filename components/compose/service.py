@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from .compose_model import FileRef, Healthcheck, Logging, MountSpec, PortSpec, ServiceSpec, parse_bytes
-from .compose_values import (
+from .spec import FileRef, Healthcheck, Logging, MountSpec, PortSpec, ServiceSpec, parse_bytes
+from .values import (
     Err,
     durations,
     label_map,
