@@ -14,7 +14,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from .hosts import HostRecord
+from .machines import HostRecord
 from .model import EstateSpec, Node
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"

@@ -14,7 +14,9 @@ from .branch import branch_metadata, derive_branch_estate
 from .compose.apply import import_stacks
 from .compose.spec import ImportedStack
 from .dind import DockerNodes, DockerNodesArgs
-from .hosts import HostRecord, Hosts, HostsArgs
+from .hosts import Hosts, HostsArgs
+from .l4 import L4Pair, L4PairArgs
+from .machines import HostRecord, build_site
 from .model import EstateSpec, format_violation, load_estate
 from .platform import platform_stacks
 from .proxy import L7, L7Args
@@ -49,6 +51,24 @@ def prepare(raw: Any, project_dir: Path, stack: str) -> Prepared:
     )
 
 
+def machine_layer(
+    name: str, spec: EstateSpec, secrets: SecretSource, parent: pulumi.Resource | None
+) -> tuple[list[HostRecord], L4Pair | None]:
+    """libvirt VMs or existing hosts over SSH for the swarm nodes, and the L4 pair in front when enabled: both on
+    the same libvirt site (one provider, base image and network per hypervisor), reached with the same key."""
+    if spec.substrate == "docker":
+        return [], None  # docker-in-docker nodes: components/dind.py
+    assert spec.ssh.private_key_secret, "the model requires ssh.private_key_secret for this substrate"
+    key = secrets.get(spec.ssh.private_key_secret)
+    child = pulumi.ResourceOptions(parent=parent)
+    site = build_site(spec, f"{name}-site", parent) if spec.substrate == "libvirt" else None
+    hosts = Hosts(f"{name}-hosts", HostsArgs(spec=spec, private_key=key, site=site), child)
+    l4 = None
+    if spec.l4.enabled:
+        l4 = L4Pair(f"{name}-l4", L4PairArgs(spec=spec, secrets=secrets, site=site, private_key=key), child)
+    return hosts.records, l4
+
+
 @dataclass(frozen=True)
 class EstateArgs:
     spec: EstateSpec
@@ -80,9 +100,7 @@ class Estate(pulumi.ComponentResource):
             self.l7_entrypoints = nodes.l7_entrypoints
             self.l7_https_entrypoints = nodes.l7_https_entrypoints
         else:
-            # libvirt VMs or existing hosts over SSH, and the L4 pair in front when enabled.
-            machines = Hosts(f"{name}-hosts", HostsArgs(spec=spec, secrets=args.secrets), child)
-            self.hosts = machines.records
+            self.hosts, _ = machine_layer(name, spec, args.secrets, self)
 
         self.swarm = Cluster(f"{name}-swarm", ClusterArgs(spec=spec, hosts=self.hosts, secrets=args.secrets), child)
         on_swarm = pulumi.ResourceOptions(parent=self, depends_on=[self.swarm])

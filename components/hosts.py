@@ -1,284 +1,26 @@
-"""Hosts layer: every node becomes a bootstrapped Docker host, whatever the substrate."""
+"""Hosts layer: every swarm node becomes a bootstrapped Docker host, as a KVM VM or a machine that exists."""
 
 from __future__ import annotations
 
-import hashlib
-import shlex
 from dataclasses import dataclass
-from ipaddress import IPv4Address
-from pathlib import Path
 
 import pulumi
-import pulumi_command as command
-import pulumi_libvirt as libvirt
 
 from . import artifacts
-from .l4 import L4Pair, L4PairArgs
+from .machines import (
+    CLOUD_INIT_WAIT_SECONDS,
+    ExistingHost,
+    ExistingHostArgs,
+    HostRecord,
+    LibvirtSite,
+    Machine,
+    VirtualMachine,
+    VirtualMachineArgs,
+    bootstrap_of,
+    ssh_connection,
+)
 from .model import EstateSpec, Node
 from .render import cloudinit
-from .secrets import SecretSource
-
-
-@dataclass(frozen=True)
-class HostRecord:
-    """What the swarm layer needs of one node, whatever the substrate made it from.
-
-    `connection` reaches the host over SSH (libvirt, existing); `container` names the
-    docker-in-docker node container whose engine is reached with `docker exec` (docker
-    substrate). `ready` holds the resources that finish the bootstrap: a join must depend
-    on them, never on a sleep.
-    """
-
-    node: Node
-    connection: command.remote.ConnectionArgs | None
-    container: str | None
-    ready: tuple[pulumi.Resource, ...]
-
-
-# --- how commands reach a host ----------------------------------------------------------------
-
-BOOTSTRAP_SCRIPT = Path(__file__).parent / "scripts" / "bootstrap-host.sh"
-# First boot: the image boots, cloud-init installs the engine and packages. Generous, but bounded.
-CLOUD_INIT_WAIT_SECONDS = 1200
-SSH_DIAL_ATTEMPTS = 60
-SSH_DIAL_TIMEOUT_SECONDS = 10
-GIB = 1024**3
-
-
-def ssh_connection(
-    spec: EstateSpec, address: str, user: str, private_key: pulumi.Input[str]
-) -> command.remote.ConnectionArgs:
-    # A new VM refuses SSH until it has booted: keep dialling for a bounded while.
-    return command.remote.ConnectionArgs(
-        host=address,
-        port=spec.ssh.port,
-        user=user,
-        private_key=private_key,
-        dial_error_limit=SSH_DIAL_ATTEMPTS,
-        per_dial_timeout=SSH_DIAL_TIMEOUT_SECONDS,
-    )
-
-
-def bootstrap_stdin(env: dict[str, str], wait_seconds: int | None = None) -> str:
-    """The script with its inputs exported in front: sshd's AcceptEnv would drop real SSH env vars."""
-    if wait_seconds is not None:
-        env = {**env, "SE_WAIT_SECONDS": str(wait_seconds)}
-    exports = "".join(f"export {key}={shlex.quote(value)}\n" for key, value in sorted(env.items()))
-    return exports + BOOTSTRAP_SCRIPT.read_text()
-
-
-def root_shell(user: str) -> str:
-    return "bash -s" if user == "root" else "sudo -n bash -s"
-
-
-def content_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Bootstrap:
-    """What converges a host: the script's stdin (may be secret) and a trigger that changes with it.
-
-    `trigger` must itself be secret when the stdin holds a secret: a plain hash of a short
-    password inside otherwise published text could be brute-forced.
-    """
-
-    stdin: pulumi.Input[str]
-    trigger: pulumi.Input[str]
-
-
-def bootstrap_of(
-    spec: EstateSpec, profile: cloudinit.HostProfile, user: str, wait_seconds: int | None = None
-) -> Bootstrap:
-    stdin = bootstrap_stdin(cloudinit.bootstrap_environment(spec, profile, user=user), wait_seconds)
-    return Bootstrap(stdin=stdin, trigger=content_hash(stdin))
-
-
-# --- libvirt ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Machine:
-    """One VM to build: a swarm node or an L4 node."""
-
-    name: str
-    address: str
-    hypervisor: str
-    vcpu: int
-    memory_mib: int
-    disk_gib: int
-    interface: str = "eth0"
-
-
-@dataclass
-class LibvirtSite:
-    """Per hypervisor: its provider, the base image volume and the network the NICs attach to."""
-
-    providers: dict[str, libvirt.Provider]
-    base_volumes: dict[str, libvirt.Volume]
-    networks: dict[str, libvirt.Network]
-    network_names: dict[str, str]
-    pools: dict[str, str]
-
-
-def build_site(spec: EstateSpec, name: str, parent: pulumi.Resource) -> LibvirtSite:
-    site = LibvirtSite({}, {}, {}, {}, {})
-    image = spec.base_image
-    net = spec.node_network
-    for hv in spec.hypervisors:
-        provider = libvirt.Provider(f"{name}-{hv.name}", uri=hv.uri, opts=pulumi.ResourceOptions(parent=parent))
-        site.providers[hv.name] = provider
-        site.pools[hv.name] = hv.pool
-        site.network_names[hv.name] = hv.network or net.name
-        opts = pulumi.ResourceOptions(parent=parent, provider=provider)
-        if image.volume is None:
-            site.base_volumes[hv.name] = libvirt.Volume(
-                f"{name}-{hv.name}-base",
-                name=f"{spec.name}-{image.name}.{image.format}",
-                pool=hv.pool,
-                source=image.url,
-                format=image.format,
-                opts=opts,
-            )
-        if net.mode == "nat":
-            site.networks[hv.name] = libvirt.Network(
-                f"{name}-{hv.name}-network",
-                name=net.name,
-                mode="nat",
-                addresses=[str(net.subnet)],
-                # Addresses are fixed by cloud-init's network config, not leased.
-                dhcp=libvirt.NetworkDhcpArgs(enabled=False),
-                autostart=True,
-                opts=opts,
-            )
-        elif net.mode == "bridge":
-            site.networks[hv.name] = libvirt.Network(
-                f"{name}-{hv.name}-network", name=net.name, mode="bridge", bridge=net.bridge, autostart=True, opts=opts
-            )
-    return site
-
-
-@dataclass(frozen=True)
-class VirtualMachineArgs:
-    spec: EstateSpec
-    machine: Machine
-    site: LibvirtSite
-    user_data: pulumi.Input[str]
-    connection: command.remote.ConnectionArgs
-    ssh_user: str
-    bootstrap: Bootstrap
-    # Converge only after these: see `Hosts` on rolling changes one host at a time.
-    after: tuple[pulumi.Resource, ...] = ()
-
-
-class VirtualMachine(pulumi.ComponentResource):
-    """A KVM domain on one hypervisor: CoW root disk over the base image, cloud-init disk, NIC, agent.
-
-    Its `ready` command waits (bounded) for the marker cloud-init writes at the end of the
-    bootstrap, then converges the host again over SSH: later changes of the host profile arrive
-    this way, since the cloud-init disk is only read on first boot.
-    """
-
-    domain_id: pulumi.Output[str]
-    address: pulumi.Output[str]
-
-    def __init__(self, name: str, args: VirtualMachineArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("swarm-estate:hosts:VirtualMachine", name, None, opts)
-        spec, m, site = args.spec, args.machine, args.site
-        provider = site.providers[m.hypervisor]
-        pool = site.pools[m.hypervisor]
-        in_site = pulumi.ResourceOptions(parent=self, provider=provider)
-        protected = pulumi.ResourceOptions.merge(in_site, pulumi.ResourceOptions(protect=spec.protect))
-        base = site.base_volumes.get(m.hypervisor)
-        root = libvirt.Volume(
-            f"{name}-root",
-            name=f"{spec.name}-{m.name}.qcow2",
-            pool=pool,
-            format="qcow2",
-            size=m.disk_gib * GIB,
-            base_volume_id=base.id if base else None,
-            base_volume_name=None if base else spec.base_image.volume,
-            base_volume_pool=None if base else pool,
-            opts=protected,
-        )
-        seed = libvirt.CloudInitDisk(
-            f"{name}-cloudinit",
-            name=f"{spec.name}-{m.name}-cloudinit.iso",
-            pool=pool,
-            user_data=args.user_data,
-            meta_data=cloudinit.render_meta_data(spec, m.name),
-            network_config=cloudinit.render_network_config(
-                spec, IPv4Address(m.address), cloudinit.mac_address(spec, m.name), m.interface
-            ),
-            # Read on first boot only; replacing it would detach media from a running VM for nothing.
-            opts=pulumi.ResourceOptions.merge(
-                in_site, pulumi.ResourceOptions(ignore_changes=["userData", "metaData", "networkConfig"])
-            ),
-        )
-        network = site.networks.get(m.hypervisor)
-        domain = libvirt.Domain(
-            f"{name}-domain",
-            name=f"{spec.name}-{m.name}",
-            vcpu=m.vcpu,
-            memory=m.memory_mib,
-            cpu=libvirt.DomainCpuArgs(mode="host-passthrough"),
-            disks=[libvirt.DomainDiskArgs(volume_id=root.id)],
-            cloudinit=seed.id,
-            network_interfaces=[
-                libvirt.DomainNetworkInterfaceArgs(
-                    network_name=site.network_names[m.hypervisor],
-                    # No `hostname`/`addresses`: those edit the network's DHCP hosts, which a bridge
-                    # network has not; the fixed address comes from cloud-init's network config.
-                    mac=cloudinit.mac_address(spec, m.name),
-                )
-            ],
-            consoles=[libvirt.DomainConsoleArgs(type="pty", target_port="0", target_type="serial")],
-            qemu_agent=True,
-            autostart=True,
-            opts=pulumi.ResourceOptions.merge(
-                protected, pulumi.ResourceOptions(depends_on=[network] if network else [])
-            ),
-        )
-        self.ready = command.remote.Command(
-            f"{name}-ready",
-            connection=args.connection,
-            create=root_shell(args.ssh_user),
-            stdin=args.bootstrap.stdin,
-            triggers=[domain.id, args.bootstrap.trigger],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[domain, *args.after]),
-        )
-        self.domain_id = domain.id
-        self.address = pulumi.Output.from_input(m.address)
-        self.register_outputs({"domain_id": self.domain_id, "address": self.address})
-
-
-@dataclass(frozen=True)
-class ExistingHostArgs:
-    host: str
-    connection: command.remote.ConnectionArgs
-    ssh_user: str
-    bootstrap: Bootstrap
-    after: tuple[pulumi.Resource, ...] = ()
-
-
-class ExistingHost(pulumi.ComponentResource):
-    """A machine that already exists (bare metal, another team's VM), converged over SSH."""
-
-    address: pulumi.Output[str]
-
-    def __init__(self, name: str, args: ExistingHostArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("swarm-estate:hosts:ExistingHost", name, None, opts)
-        self.bootstrap = command.remote.Command(
-            f"{name}-bootstrap",
-            connection=args.connection,
-            create=root_shell(args.ssh_user),
-            stdin=args.bootstrap.stdin,
-            triggers=[args.bootstrap.trigger],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after)),
-        )
-        self.address = pulumi.Output.from_input(args.host)
-        self.register_outputs({"address": self.address})
-
 
 # --- the layer ----------------------------------------------------------------------------------
 
@@ -286,17 +28,17 @@ class ExistingHost(pulumi.ComponentResource):
 @dataclass(frozen=True)
 class HostsArgs:
     spec: EstateSpec
-    secrets: SecretSource
+    private_key: pulumi.Input[str]
+    # libvirt: the hypervisors' providers, base images and networks (the L4 pair's VMs use the same)
+    site: LibvirtSite | None
 
 
 WORKER_WAVES = 2
 
 
 class Hosts(pulumi.ComponentResource):
-    """Every node of the estate as a bootstrapped Docker host, plus the L4 pair in front.
-
-    The docker substrate (docker-in-docker nodes) is another component's job; given such an
-    estate, Hosts builds nothing and hands back no records.
+    """Every swarm node of the estate as a bootstrapped Docker host (the docker substrate's nodes are
+    components/dind.py's; the L4 pair in front is components/l4.py's).
 
     A day-2 change that restarts the engine (a new daemon.json) must never restart every manager,
     or every task, at once: managers converge one after the other, in the model's order; workers
@@ -305,20 +47,13 @@ class Hosts(pulumi.ComponentResource):
     """
 
     records: list[HostRecord]
-    l4: L4Pair | None
     addresses: pulumi.Output[dict[str, str]]
 
     def __init__(self, name: str, args: HostsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("swarm-estate:hosts:Hosts", name, None, opts)
-        spec = args.spec
+        spec, site, key = args.spec, args.site, args.private_key
         self.records = []
-        self.l4 = None
-        site: LibvirtSite | None = None
         if spec.substrate in ("libvirt", "existing"):
-            assert spec.ssh.private_key_secret, "the model requires ssh.private_key_secret for this substrate"
-            key = args.secrets.get(spec.ssh.private_key_secret)
-            if spec.substrate == "libvirt":
-                site = build_site(spec, name, self)
             built: dict[str, HostRecord] = {}
             after: tuple[pulumi.Resource, ...] = ()
             for node in spec.managers:
@@ -331,12 +66,6 @@ class Hosts(pulumi.ComponentResource):
                     built[node.name] = self._host(f"{name}-{node.name}", spec, node, site, key, after)
                 after = tuple(r for n in members for r in built[n.name].ready)
             self.records = [built[n.name] for n in spec.nodes]
-            if spec.l4.enabled:
-                self.l4 = L4Pair(
-                    f"{name}-l4",
-                    L4PairArgs(spec=spec, secrets=args.secrets, site=site, private_key=key),
-                    opts=pulumi.ResourceOptions(parent=self),
-                )
         self.addresses = pulumi.Output.from_input({r.node.name: str(r.node.address) for r in self.records})
         self.register_outputs({"addresses": self.addresses})
 
@@ -346,7 +75,7 @@ class Hosts(pulumi.ComponentResource):
         spec: EstateSpec,
         node: Node,
         site: LibvirtSite | None,
-        key: pulumi.Output[str],
+        key: pulumi.Input[str],
         after: tuple[pulumi.Resource, ...],
     ) -> HostRecord:
         address = str(node.address)

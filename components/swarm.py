@@ -33,7 +33,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from .hosts import HostRecord
+from .machines import HostRecord
 from .model import EstateSpec, Node
 from .model.proxy import Overlay
 from .secrets import SecretSource

@@ -6,12 +6,15 @@ import copy
 import shutil
 import socket
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from components.hosts import Hosts, HostsArgs
+from components.estate import machine_layer
+from components.l4 import L4Pair
+from components.machines import HostRecord
 from components.model import EstateSpec, load_estate
 from components.secrets import SecretSource
 from tests.tls_support import self_signed
@@ -136,12 +139,19 @@ SECRETS = {
 }
 
 
-def synth_hosts(raw: dict[str, Any]) -> tuple[SynthResult, Hosts]:
-    """Register only the hosts layer for this estate under the recording mock engine."""
-    built: list[Hosts] = []
+@dataclass(frozen=True)
+class Machines:
+    records: list[HostRecord]
+    l4: L4Pair | None
+
+
+def synth_hosts(raw: dict[str, Any]) -> tuple[SynthResult, Machines]:
+    """Register only the machine layer of this estate (the Estate's: site, hosts, L4 pair) under the recording
+    mock engine, named as the estate `x` would name them."""
+    built: list[Machines] = []
 
     def program() -> None:
-        built.append(Hosts("hosts", HostsArgs(spec=load_estate(raw), secrets=SecretSource())))
+        built.append(Machines(*machine_layer("x", load_estate(raw), SecretSource(), None)))
 
     result = run_function(program, dict(SECRETS))
     return result, built[0]

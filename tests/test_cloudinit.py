@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from components.l4 import l4_profile
 from components.model import EstateSpec
 from components.render import cloudinit as ci
+from components.render.l4 import l4_profile
 from tests.hosts_support import TEST_CA, prod_spec, run_tool, spec_of, tool, variant
 
 VARIANTS: dict[str, dict[str, Any]] = {

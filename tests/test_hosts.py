@@ -12,12 +12,14 @@ from typing import Any
 
 import pytest
 
-from components.hosts import BOOTSTRAP_SCRIPT, WORKER_WAVES, Hosts, bootstrap_stdin
-from components.l4 import L4Pair, l4_profile
+from components.hosts import WORKER_WAVES
+from components.l4 import L4Pair
+from components.machines import BOOTSTRAP_SCRIPT, bootstrap_stdin
 from components.model import EstateSpec
 from components.render import cloudinit as ci
+from components.render.l4 import l4_profile
 from tests import schema_check
-from tests.hosts_support import SECRETS, prod_raw, prod_spec, run_tool, spec_of, synth_hosts, tool, variant
+from tests.hosts_support import SECRETS, Machines, prod_raw, prod_spec, run_tool, spec_of, synth_hosts, tool, variant
 from tools.synth import SynthResult
 
 DOMAIN = "libvirt:index/domain:Domain"
@@ -30,13 +32,13 @@ GIB = 1024**3
 
 
 @pytest.fixture(scope="module")
-def prod() -> tuple[SynthResult, Hosts]:
+def prod() -> tuple[SynthResult, Machines]:
     return synth_hosts(prod_raw())
 
 
 def _domain_hypervisors(result: SynthResult) -> dict[str, str]:
     """VM name (as libvirt sees it) -> hypervisor, read from the provider each domain was sent to."""
-    return {r["inputs"]["name"]: r["provider"].removeprefix("hosts-") for r in result.by_type(DOMAIN)}
+    return {r["inputs"]["name"]: r["provider"].removeprefix("x-site-") for r in result.by_type(DOMAIN)}
 
 
 @pytest.mark.parametrize("hypervisors, most_per_hypervisor", [(2, 2), (3, 1)])
@@ -52,10 +54,10 @@ def test_three_managers_spread_over_the_hypervisors(hypervisors: int, most_per_h
         assert len(providers) == 1, vm["name"]
 
 
-def test_one_libvirt_provider_per_hypervisor(prod: tuple[SynthResult, Hosts]) -> None:
+def test_one_libvirt_provider_per_hypervisor(prod: tuple[SynthResult, Machines]) -> None:
     result, _ = prod
     providers = {r["name"]: r["inputs"]["uri"] for r in result.by_type(PROVIDER)}
-    assert providers == {f"hosts-{h.name}": h.uri for h in prod_spec().hypervisors}
+    assert providers == {f"x-site-{h.name}": h.uri for h in prod_spec().hypervisors}
     libvirt_resources = [r for r in result.resources if r["type"].startswith("libvirt:")]
     assert libvirt_resources and all(r["provider"] in providers for r in libvirt_resources)
     assert Counter(r["provider"] for r in result.by_type(NETWORK)) == Counter(list(providers))
@@ -63,7 +65,7 @@ def test_one_libvirt_provider_per_hypervisor(prod: tuple[SynthResult, Hosts]) ->
     assert Counter(r["provider"] for r in bases) == Counter(list(providers))
 
 
-def test_adding_a_worker_leaves_every_existing_resource_unchanged(prod: tuple[SynthResult, Hosts]) -> None:
+def test_adding_a_worker_leaves_every_existing_resource_unchanged(prod: tuple[SynthResult, Machines]) -> None:
     before, _ = prod
     raw = prod_raw()
     raw["swarm"]["workers"]["count"] += 1
@@ -77,11 +79,11 @@ def test_adding_a_worker_leaves_every_existing_resource_unchanged(prod: tuple[Sy
             resource["provider"],
         ), resource["name"]
     added = {r["name"] for r in after.resources} - {r["name"] for r in before.resources}
-    assert added and all(name.startswith("hosts-docker-swarm6") for name in added)
+    assert added and all(name.startswith("x-hosts-docker-swarm6") for name in added)
     assert _domain_hypervisors(after)["prod-docker-swarm6"] == "kvm3"  # the next slot of the round-robin
 
 
-def test_prod_protects_domains_and_disks_and_the_switch_turns_it_off(prod: tuple[SynthResult, Hosts]) -> None:
+def test_prod_protects_domains_and_disks_and_the_switch_turns_it_off(prod: tuple[SynthResult, Machines]) -> None:
     result, _ = prod
     guarded = result.by_type(DOMAIN) + [r for r in result.by_type(VOLUME) if r["name"].endswith("-root")]
     assert len(guarded) == 2 * 10  # 8 nodes + the L4 pair
@@ -100,25 +102,25 @@ def test_every_resource_uses_only_properties_of_its_provider_schema(substrate: s
     assert problems == []
 
 
-def test_vm_inputs_come_from_the_model(prod: tuple[SynthResult, Hosts]) -> None:
+def test_vm_inputs_come_from_the_model(prod: tuple[SynthResult, Machines]) -> None:
     result, _ = prod
     spec = prod_spec()
     node = next(n for n in spec.nodes if n.name == "docker-swarm1")
-    domain = result.named("hosts-docker-swarm1-domain")["inputs"]
+    domain = result.named("x-hosts-docker-swarm1-domain")["inputs"]
     assert (domain["vcpu"], domain["memory"]) == (4, 16384)
     assert domain["qemuAgent"] is True and domain["autostart"] is True
     assert domain["networkInterfaces"] == [{"networkName": "swarm", "mac": ci.mac_address(spec, node.name)}]
-    assert domain["disks"] == [{"volumeId": "hosts-docker-swarm1-root-id"}]
-    assert domain["cloudinit"] == "hosts-docker-swarm1-cloudinit-id"
-    root = result.named("hosts-docker-swarm1-root")["inputs"]
-    assert root["size"] == 100 * GIB and root["baseVolumeId"] == "hosts-kvm1-base-id" and root["pool"] == "vmstore"
-    base = result.named("hosts-kvm1-base")["inputs"]
+    assert domain["disks"] == [{"volumeId": "x-hosts-docker-swarm1-root-id"}]
+    assert domain["cloudinit"] == "x-hosts-docker-swarm1-cloudinit-id"
+    root = result.named("x-hosts-docker-swarm1-root")["inputs"]
+    assert root["size"] == 100 * GIB and root["baseVolumeId"] == "x-site-kvm1-base-id" and root["pool"] == "vmstore"
+    base = result.named("x-site-kvm1-base")["inputs"]
     assert base["source"] == spec.base_image.url
-    seed = result.named("hosts-docker-swarm1-cloudinit")
+    seed = result.named("x-hosts-docker-swarm1-cloudinit")
     assert seed["inputs"]["userData"] == result.files["cloud-init/docker-swarm1.yaml"]
     assert "10.20.0.20/24" in seed["inputs"]["networkConfig"]
     assert seed["options"]["ignoreChanges"] == ["metaData", "networkConfig", "userData"]
-    network = result.named("hosts-kvm1-network")["inputs"]
+    network = result.named("x-site-kvm1-network")["inputs"]
     assert network == {"name": "swarm", "mode": "bridge", "bridge": "br0", "autostart": True}
 
 
@@ -133,7 +135,7 @@ def rolls_after(spec: EstateSpec, name: str) -> list[str]:
     return [n.name for n in spec.workers if wave and n.index % WORKER_WAVES == wave - 1]
 
 
-def test_records_follow_the_model_and_wait_for_the_bootstrap(prod: tuple[SynthResult, Hosts]) -> None:
+def test_records_follow_the_model_and_wait_for_the_bootstrap(prod: tuple[SynthResult, Machines]) -> None:
     result, hosts = prod
     spec = prod_spec()
     assert [r.node.name for r in hosts.records] == [n.name for n in spec.nodes]
@@ -141,36 +143,36 @@ def test_records_follow_the_model_and_wait_for_the_bootstrap(prod: tuple[SynthRe
     for record in hosts.records:
         assert record.container is None and record.connection is not None
         (ready,) = record.ready
-        command = result.named(f"hosts-{record.node.name}-ready")
+        command = result.named(f"x-hosts-{record.node.name}-ready")
         # Its own VM, and the hosts before it in the rolling order (one manager at a time, workers in waves).
-        before = [f"hosts-{n}-ready" for n in rolls_after(spec, record.node.name)]
-        assert command["dependencies"] == sorted([f"hosts-{record.node.name}-domain", *before])
+        before = [f"x-hosts-{n}-ready" for n in rolls_after(spec, record.node.name)]
+        assert command["dependencies"] == sorted([f"x-hosts-{record.node.name}-domain", *before])
         assert command["inputs"]["create"] == "sudo -n bash -s"
         stdin = command["inputs"]["stdin"]
         assert f"export SE_HOSTNAME={record.node.name}\n" in stdin
         assert "export SE_WAIT_SECONDS=1200\n" in stdin
         assert stdin.endswith((Path("components/scripts/bootstrap-host.sh")).read_text())
         assert command["inputs"]["triggers"] == [
-            f"hosts-{record.node.name}-domain-id",
+            f"x-hosts-{record.node.name}-domain-id",
             hashlib.sha256(stdin.encode()).hexdigest(),
         ]
         assert command["inputs"]["connection"] == "[secret]"  # it carries the private key
 
 
-def test_secrets_stay_secret_and_published_files_are_redacted(prod: tuple[SynthResult, Hosts]) -> None:
+def test_secrets_stay_secret_and_published_files_are_redacted(prod: tuple[SynthResult, Machines]) -> None:
     result, _ = prod
     text = json.dumps(result.resources) + json.dumps(result.files)
     for key in ("swarm-estate:sshPrivateKey", "swarm-estate:vrrpPassword"):
         assert SECRETS[key] not in text
     for node in ("swarm-lb1", "swarm-lb2"):
         assert "auth_pass [secret]" in result.files[f"l4/keepalived-{node}.conf"]
-        seed = result.named(f"hosts-l4-{node}-cloudinit")["inputs"]
+        seed = result.named(f"x-l4-{node}-cloudinit")["inputs"]
         assert seed["userData"] == "[secret]"
-        ready = result.named(f"hosts-l4-{node}-ready")["inputs"]
+        ready = result.named(f"x-l4-{node}-ready")["inputs"]
         assert ready["stdin"] == "[secret]" and ready["triggers"][1] == "[secret]"
 
 
-def test_every_generated_file_is_published(prod: tuple[SynthResult, Hosts]) -> None:
+def test_every_generated_file_is_published(prod: tuple[SynthResult, Machines]) -> None:
     result, _ = prod
     names = [n.name for n in prod_spec().nodes] + ["swarm-lb1", "swarm-lb2"]
     assert set(result.files) == (
@@ -179,7 +181,7 @@ def test_every_generated_file_is_published(prod: tuple[SynthResult, Hosts]) -> N
     )
 
 
-def test_an_l4_config_change_reaches_the_hosts_without_touching_the_vms(prod: tuple[SynthResult, Hosts]) -> None:
+def test_an_l4_config_change_reaches_the_hosts_without_touching_the_vms(prod: tuple[SynthResult, Machines]) -> None:
     before, _ = prod
     raw = prod_raw()
     raw["swarm"]["workers"]["nodes"].append({"name": "docker-swarm4", "labels": ["l7=true"]})
@@ -187,16 +189,16 @@ def test_an_l4_config_change_reaches_the_hosts_without_touching_the_vms(prod: tu
     assert "docker-swarm4" in after.files["l4/haproxy.cfg"] and "docker-swarm4" not in before.files["l4/haproxy.cfg"]
     for node in ("swarm-lb1", "swarm-lb2"):
         for part in ("domain", "root"):
-            name = f"hosts-l4-{node}-{part}"
+            name = f"x-l4-{node}-{part}"
             assert after.named(name)["inputs"] == before.named(name)["inputs"], name
 
 
-def test_a_profile_change_reruns_the_bootstrap_but_keeps_the_vm(prod: tuple[SynthResult, Hosts]) -> None:
+def test_a_profile_change_reruns_the_bootstrap_but_keeps_the_vm(prod: tuple[SynthResult, Machines]) -> None:
     before, _ = prod
     raw = prod_raw()
     raw["engine"]["log_driver"] = "json-file"
     after, _ = synth_hosts(raw)
-    name = "hosts-docker-swarm-mgr1"
+    name = "x-hosts-docker-swarm-mgr1"
     assert after.named(f"{name}-domain")["inputs"] == before.named(f"{name}-domain")["inputs"]
     assert after.named(f"{name}-ready")["inputs"]["triggers"] != before.named(f"{name}-ready")["inputs"]["triggers"]
 
@@ -225,7 +227,7 @@ def test_base_image_from_an_existing_volume() -> None:
     raw["base_image"] = {"name": "debian-12", "url": None, "volume": "debian-12-golden.qcow2"}
     result, _ = synth_hosts(raw)
     assert not [r for r in result.by_type(VOLUME) if r["name"].endswith("-base")]
-    root = result.named("hosts-docker-swarm1-root")["inputs"]
+    root = result.named("x-hosts-docker-swarm1-root")["inputs"]
     assert (root["baseVolumeName"], root["baseVolumePool"]) == ("debian-12-golden.qcow2", "vmstore")
 
 
@@ -239,7 +241,7 @@ def test_existing_hosts_are_bootstrapped_over_ssh() -> None:
     hosts_made = result.by_type("swarm-estate:hosts:ExistingHost")
     assert len(hosts_made) == len(spec.nodes) + 2
     for record in hosts.records:
-        command = result.named(f"hosts-{record.node.name}-bootstrap")
+        command = result.named(f"x-hosts-{record.node.name}-bootstrap")
         assert record.ready[0] is not None and len(record.ready) == 1
         stdin = command["inputs"]["stdin"]
         assert "export SE_WAIT_SECONDS=" not in stdin  # nothing to wait for: no cloud-init here
@@ -248,11 +250,11 @@ def test_existing_hosts_are_bootstrapped_over_ssh() -> None:
         assert command["inputs"]["create"] == expected_shell
         assert "qemu-guest-agent" not in stdin
         assert f"export SE_USER={record.node.ssh_user}\n" in stdin  # the login that joins the docker group
-    assert result.named("hosts-l4-swarm-lb1-bootstrap")["inputs"]["stdin"] == "[secret]"
+    assert result.named("x-l4-swarm-lb1-bootstrap")["inputs"]["stdin"] == "[secret]"
     for r in hosts.records:
-        deps = result.named(f"hosts-{r.node.name}-bootstrap")["dependencies"]
-        assert deps == sorted(f"hosts-{n}-bootstrap" for n in rolls_after(spec, r.node.name))
-    assert result.named("hosts-l4-swarm-lb2-bootstrap")["dependencies"] == ["hosts-l4-swarm-lb1-bootstrap"]
+        deps = result.named(f"x-hosts-{r.node.name}-bootstrap")["dependencies"]
+        assert deps == sorted(f"x-hosts-{n}-bootstrap" for n in rolls_after(spec, r.node.name))
+    assert result.named("x-l4-swarm-lb2-bootstrap")["dependencies"] == ["x-l4-swarm-lb1-bootstrap"]
 
 
 def test_rolling_order_keeps_the_critical_path_independent_of_the_worker_count() -> None:
@@ -282,7 +284,7 @@ def test_the_docker_substrate_is_not_this_layers_job() -> None:
     assert raw["substrate"] == "libvirt"
     result, hosts = synth_hosts(dev)
     assert hosts.records == [] and hosts.l4 is None
-    assert [r["type"] for r in result.resources] == ["swarm-estate:hosts:Hosts"]
+    assert result.resources == []  # components/dind.py makes the docker substrate's nodes
 
 
 # --- bootstrap-host.sh on a sandboxed root, with the system commands recorded ---------------------

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from components import artifacts
-from components.l4 import BACKUP_PRIORITY, MASTER_PRIORITY, l4_machine, render_haproxy, render_keepalived
+from components.l4 import l4_machine
+from components.render.l4 import BACKUP_PRIORITY, MASTER_PRIORITY, render_haproxy, render_keepalived
 from tests.hosts_support import prod_raw, prod_spec, run_tool, spec_of, tool, variant
 
 

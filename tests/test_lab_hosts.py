@@ -16,7 +16,7 @@ from ipaddress import IPv4Network
 
 import pytest
 
-from components.hosts import bootstrap_stdin, root_shell
+from components.machines import bootstrap_stdin, root_shell
 from components.model import EstateSpec, Node, load_estate
 from components.render import cloudinit
 from components.render.cloudinit import FIREWALL_TABLE, READY_MARKER, bootstrap_environment, docker_host_profile

@@ -17,7 +17,7 @@ import pytest
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 
-from components.hosts import HostRecord
+from components.machines import HostRecord
 from components.model import EstateConfigError, EstateSpec, load_estate
 from components.secrets import SecretSource
 from components.swarm import (
