@@ -13,15 +13,15 @@ from . import artifacts
 from .branch import branch_metadata, derive_branch_estate
 from .compose.apply import import_stacks
 from .compose.spec import ImportedStack
+from .config_secrets import SecretSource
 from .dind import DockerNodes, DockerNodesArgs
 from .hosts import Hosts, HostsArgs
 from .l4 import L4Pair, L4PairArgs
+from .l7 import L7, L7Args
 from .machines import HostRecord, build_site
 from .model import EstateSpec, format_violation, load_estate
-from .platform import platform_stacks
-from .proxy import L7, L7Args
+from .platform_stacks import platform_stacks
 from .render.diagram import render_mermaid
-from .secrets import SecretSource
 from .stacks import AppStack, AppStackArgs, routes
 from .swarm import Cluster, ClusterArgs
 

@@ -11,6 +11,7 @@ import pulumi
 import pulumi_command as command
 
 from . import artifacts
+from .config_secrets import SecretSource
 from .machines import (
     CLOUD_INIT_WAIT_SECONDS,
     Bootstrap,
@@ -27,7 +28,6 @@ from .machines import (
 from .model import EstateSpec
 from .render.cloudinit import bootstrap_environment, render_user_data
 from .render.l4 import l4_profile, render_haproxy, render_keepalived
-from .secrets import SecretSource
 
 
 def l4_machine(spec: EstateSpec, index: int) -> Machine:

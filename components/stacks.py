@@ -29,10 +29,10 @@ from .compose.spec import (
     go_duration,
     swarm_secret_prefix,
 )
+from .config_secrets import SecretSource
 from .model import EstateSpec, Route
-from .platform import platform_stacks
+from .platform_stacks import platform_stacks
 from .render.compose import render_compose
-from .secrets import SecretSource
 from .swarm import ipam_config
 
 __all__ = ["AppStack", "AppStackArgs", "content_name", "routes"]

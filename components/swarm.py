@@ -33,10 +33,10 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
+from .config_secrets import SecretSource
 from .machines import HostRecord
 from .model import EstateSpec, Node
 from .model.proxy import Overlay
-from .secrets import SecretSource
 
 SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
 SWARM_PORT = 2377

@@ -12,11 +12,11 @@ from typing import Any
 
 import yaml
 
+from components.config_secrets import SecretSource
 from components.estate import machine_layer
 from components.l4 import L4Pair
 from components.machines import HostRecord
 from components.model import EstateSpec, load_estate
-from components.secrets import SecretSource
 from tests.tls_support import self_signed
 from tools.synth import SynthResult, run_function
 

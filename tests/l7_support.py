@@ -372,8 +372,8 @@ def synth_l7(
 ) -> SynthResult:
     """Register the L7 component (with a provider and the haproxy-public network) under the synth's
     mock engine; `secrets` are the secret config keys; `config_name`/`service_name` are exported."""
-    from components.proxy import L7, L7Args
-    from components.secrets import SecretSource
+    from components.config_secrets import SecretSource
+    from components.l7 import L7, L7Args
 
     def program() -> None:
         provider = docker.Provider("swarm", host="ssh://ops@manager1")

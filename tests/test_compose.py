@@ -18,7 +18,7 @@ from components.compose.apply import import_stacks, routes_of
 from components.compose.parse import parse_compose
 from components.compose.spec import go_duration, parse_bytes, parse_duration
 from components.model import EstateConfigError, load_estate
-from components.platform import platform_stacks
+from components.platform_stacks import platform_stacks
 from components.stacks import routes
 from tests.compose_support import assert_same_as_docker, docker_stack_config
 from tests.conftest import ROOT, estate_of

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from components.l7 import healthcheck_command
 from components.model import EstateSpec
-from components.proxy import healthcheck_command
 from components.render.l7 import pickup_bound_ms, render_l7_config
 from tests.hosts_support import free_port
 from tests.l7_support import (

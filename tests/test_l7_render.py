@@ -396,7 +396,7 @@ def test_dev_generates_its_certificate_once_as_a_secret() -> None:
 
 
 def test_update_delay_shorter_than_the_l4_checks_is_flagged() -> None:
-    from components.proxy import _update_delay_warning
+    from components.l7 import _update_delay_warning
 
     assert _update_delay_warning(estate({"update_delay": "1s"})) is None  # no L4 pair: nothing to wait for
     assert _update_delay_warning(estate({"update_delay": "10s"}, l4=True)) is None  # L4 default: 1s x (1+1)

@@ -15,9 +15,9 @@ import yaml
 from google.protobuf import json_format
 
 from components.compose.apply import import_stacks
+from components.config_secrets import SecretSource
 from components.model import load_estate
-from components.platform import platform_stacks
-from components.secrets import SecretSource
+from components.platform_stacks import platform_stacks
 from components.stacks import AppStack, AppStackArgs, routes
 from tests import schema_check
 from tests.compose_support import docker_stack_config

@@ -22,7 +22,7 @@ import pytest
 from components.compose.apply import import_stacks
 from components.compose.spec import ImportedStack, parse_duration
 from components.model import load_estate
-from components.platform import platform_stacks
+from components.platform_stacks import platform_stacks
 from components.render.compose import config_names, render_compose
 from tests.conftest import ROOT, estate_of
 from tests.harness import Engine

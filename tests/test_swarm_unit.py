@@ -17,9 +17,9 @@ import pytest
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 
+from components.config_secrets import SecretSource
 from components.machines import HostRecord
 from components.model import EstateConfigError, EstateSpec, load_estate
-from components.secrets import SecretSource
 from components.swarm import (
     SCRIPTS_DIR,
     Cluster,

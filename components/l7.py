@@ -19,9 +19,9 @@ import pulumi_docker as docker
 
 from . import artifacts
 from .compose.spec import AUTONAME_SUFFIX, STACK_LABEL, content_digest, content_name, go_duration, swarm_secret_prefix
+from .config_secrets import SecretSource
 from .model import EstateSpec, Route, duration_ms
 from .render.l7 import CERT_DIR, CONFIG_PATH, render_l7_config
-from .secrets import SecretSource
 
 __all__ = ["L7", "L7Args", "healthcheck_command", "render_l7_config", "self_signed_command"]
 
