@@ -9,7 +9,6 @@ from typing import Any
 
 import pulumi
 
-from . import artifacts
 from .branch import branch_metadata, derive_branch_estate
 from .compose.apply import import_stacks
 from .compose.spec import ImportedStack
@@ -51,13 +50,29 @@ def prepare(raw: Any, project_dir: Path, stack: str) -> Prepared:
     )
 
 
-def machine_layer(
-    name: str, spec: EstateSpec, secrets: SecretSource, parent: pulumi.Resource | None
-) -> tuple[list[HostRecord], L4Pair | None]:
+@dataclass(frozen=True)
+class MachineLayer:
+    records: list[HostRecord]
+    l4: L4Pair | None
+    files: dict[str, str]
+
+
+def merged(*parts: Mapping[str, str]) -> dict[str, str]:
+    """The generated files of several components; one path with two contents is a bug, said at once."""
+    out: dict[str, str] = {}
+    for files in parts:
+        for path, text in files.items():
+            if path in out and out[path] != text:
+                raise ValueError(f"two components generate {path} with different contents")
+            out[path] = text
+    return dict(sorted(out.items()))
+
+
+def machine_layer(name: str, spec: EstateSpec, secrets: SecretSource, parent: pulumi.Resource | None) -> MachineLayer:
     """libvirt VMs or existing hosts over SSH for the swarm nodes, and the L4 pair in front when enabled: both on
     the same libvirt site (one provider, base image and network per hypervisor), reached with the same key."""
     if spec.substrate == "docker":
-        return [], None  # docker-in-docker nodes: components/dind.py
+        return MachineLayer([], None, {})  # docker-in-docker nodes: components/dind.py
     assert spec.ssh.private_key_secret, "the model requires ssh.private_key_secret for this substrate"
     key = secrets.get(spec.ssh.private_key_secret)
     child = pulumi.ResourceOptions(parent=parent)
@@ -66,7 +81,7 @@ def machine_layer(
     l4 = None
     if spec.l4.enabled:
         l4 = L4Pair(f"{name}-l4", L4PairArgs(spec=spec, secrets=secrets, site=site, private_key=key), child)
-    return hosts.records, l4
+    return MachineLayer(hosts.records, l4, merged(hosts.files, l4.files if l4 else {}))
 
 
 @dataclass(frozen=True)
@@ -88,8 +103,8 @@ class Estate(pulumi.ComponentResource):
         super().__init__("swarm-estate:estate:Estate", name, None, opts)
         spec = args.spec
         self.routes = routes(spec, args.stacks)
-        artifacts.publish("estate.mmd", render_mermaid(spec, self.routes))
         child = pulumi.ResourceOptions(parent=self)
+        machine_files: dict[str, str] = {}
 
         self.hosts: list[HostRecord] = []
         self.l7_entrypoints = pulumi.Output.from_input([])
@@ -100,7 +115,8 @@ class Estate(pulumi.ComponentResource):
             self.l7_entrypoints = nodes.l7_entrypoints
             self.l7_https_entrypoints = nodes.l7_https_entrypoints
         else:
-            self.hosts, _ = machine_layer(name, spec, args.secrets, self)
+            machines = machine_layer(name, spec, args.secrets, self)
+            self.hosts, machine_files = machines.records, machines.files
 
         self.swarm = Cluster(f"{name}-swarm", ClusterArgs(spec=spec, hosts=self.hosts, secrets=args.secrets), child)
         on_swarm = pulumi.ResourceOptions(parent=self, depends_on=[self.swarm])
@@ -126,6 +142,13 @@ class Estate(pulumi.ComponentResource):
             for stack_name, stack in {**args.stacks, **platform_stacks(spec)}.items()
         }
 
+        # Every file the estate generates, as its hosts and services receive it: the synth writes them under files/.
+        self.files = merged(
+            {"estate.mmd": render_mermaid(spec, self.routes)},
+            machine_files,
+            self.l7.files,
+            *(stack.files for stack in self.stacks.values()),
+        )
         self.manager_addresses = pulumi.Output.from_input([str(n.address) for n in spec.managers])
         self.public_urls = pulumi.Output.from_input(
             sorted(f"https://{dns}/" for route in self.routes for dns in route.dns_names)

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import pulumi
 
-from . import artifacts
 from .machines import (
     CLOUD_INIT_WAIT_SECONDS,
     ExistingHost,
@@ -53,6 +52,7 @@ class Hosts(pulumi.ComponentResource):
         super().__init__("swarm-estate:hosts:Hosts", name, None, opts)
         spec, site, key = args.spec, args.site, args.private_key
         self.records = []
+        self.files: dict[str, str] = {}  # each VM's cloud-init user data (the synth writes them)
         if spec.substrate in ("libvirt", "existing"):
             built: dict[str, HostRecord] = {}
             after: tuple[pulumi.Resource, ...] = ()
@@ -84,7 +84,7 @@ class Hosts(pulumi.ComponentResource):
             assert node.hypervisor, "the model places every libvirt node on a hypervisor"
             profile = cloudinit.docker_host_profile(spec, node, vm=True)
             user_data = cloudinit.render_user_data(spec, profile)
-            artifacts.publish(f"cloud-init/{node.name}.yaml", user_data)
+            self.files[f"cloud-init/{node.name}.yaml"] = user_data
             machine = Machine(node.name, address, node.hypervisor, node.vcpu, node.memory_mib, node.disk_gib)
             conn = ssh_connection(spec, address, spec.ssh.user, key)
             vm = VirtualMachine(

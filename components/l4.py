@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_command as command
 
-from . import artifacts
 from .config_secrets import SecretSource
 from .machines import (
     CLOUD_INIT_WAIT_SECONDS,
@@ -26,6 +25,7 @@ from .machines import (
     ssh_connection,
 )
 from .model import EstateSpec
+from .render import REDACTED
 from .render.cloudinit import bootstrap_environment, render_user_data
 from .render.l4 import l4_profile, render_haproxy, render_keepalived
 
@@ -57,7 +57,8 @@ class L4Pair(pulumi.ComponentResource):
         spec = args.spec
         assert spec.l4.enabled and spec.l4.vrrp_auth_secret and spec.l4.virtual_ip, "the model checks the pair"
         password = args.secrets.get(spec.l4.vrrp_auth_secret)
-        artifacts.publish("l4/haproxy.cfg", render_haproxy(spec))
+        # what the hosts receive, with the VRRP password redacted: for the synth and the reviewers
+        self.files: dict[str, str] = {"l4/haproxy.cfg": render_haproxy(spec)}
         # One member after the other: a reload on both at once could leave the virtual IP nowhere.
         self.ready = []
         for index in range(len(spec.l4.nodes)):
@@ -74,8 +75,8 @@ class L4Pair(pulumi.ComponentResource):
         after: tuple[pulumi.Resource, ...],
     ) -> command.remote.Command:
         spec, node, vm = args.spec, args.spec.l4.nodes[index], args.site is not None
-        redacted = l4_profile(spec, index, artifacts.REDACTED, vm=vm)
-        artifacts.publish(f"l4/keepalived-{node.name}.conf", render_keepalived(spec, index, artifacts.REDACTED))
+        redacted = l4_profile(spec, index, REDACTED, vm=vm)
+        self.files[f"l4/keepalived-{node.name}.conf"] = render_keepalived(spec, index, REDACTED)
         # The marker on the host carries the redacted profile's hash, never one of the secret.
         digest = redacted.digest()
         profile = password.apply(lambda pw: l4_profile(spec, index, pw, vm=vm))
@@ -89,7 +90,7 @@ class L4Pair(pulumi.ComponentResource):
         if args.site is None:
             host = ExistingHost(child, ExistingHostArgs(str(node.address), conn, user, bootstrap, after), opts)
             return host.bootstrap
-        artifacts.publish(f"cloud-init/{node.name}.yaml", render_user_data(spec, redacted, digest))
+        self.files[f"cloud-init/{node.name}.yaml"] = render_user_data(spec, redacted, digest)
         user_data = pulumi.Output.secret(profile.apply(lambda p: render_user_data(spec, p, digest)))
         machine = VirtualMachine(
             child,

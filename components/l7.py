@@ -17,7 +17,6 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from . import artifacts
 from .compose.spec import AUTONAME_SUFFIX, STACK_LABEL, content_digest, content_name, go_duration, swarm_secret_prefix
 from .config_secrets import SecretSource
 from .model import EstateSpec, Route, duration_ms
@@ -111,7 +110,7 @@ class L7(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self, provider=args.provider)
 
         self.config_text = render_l7_config(spec, args.routes)
-        artifacts.publish("l7/haproxy.cfg", self.config_text)
+        self.files = {"l7/haproxy.cfg": self.config_text}
         config = docker.ServiceConfig(
             f"{name}-config-{content_digest(self.config_text)}",
             name=content_name(STACK, "haproxy.cfg", self.config_text),

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
-from . import artifacts
 from .compose.apply import routes_of, volume_name
 from .compose.spec import (
     IMAGE_LABEL,
@@ -63,7 +62,7 @@ class AppStack(pulumi.ComponentResource):
         stack = args.stack
         ns = args.name
         child = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        artifacts.publish(f"stacks/{ns}/docker-compose.yml", render_compose(stack))
+        self.files = {f"stacks/{ns}/docker-compose.yml": render_compose(stack)}
 
         network_ids: dict[str, pulumi.Input[str]] = {}
         networks: list[docker.Network] = []

@@ -6,16 +6,13 @@ import copy
 import shutil
 import socket
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from components.config_secrets import SecretSource
-from components.estate import machine_layer
-from components.l4 import L4Pair
-from components.machines import HostRecord
+from components.estate import MachineLayer, machine_layer
 from components.model import EstateSpec, load_estate
 from tests.tls_support import self_signed
 from tools.synth import SynthResult, run_function
@@ -139,19 +136,14 @@ SECRETS = {
 }
 
 
-@dataclass(frozen=True)
-class Machines:
-    records: list[HostRecord]
-    l4: L4Pair | None
-
-
-def synth_hosts(raw: dict[str, Any]) -> tuple[SynthResult, Machines]:
+def synth_hosts(raw: dict[str, Any]) -> tuple[SynthResult, MachineLayer]:
     """Register only the machine layer of this estate (the Estate's: site, hosts, L4 pair) under the recording
     mock engine, named as the estate `x` would name them."""
-    built: list[Machines] = []
+    built: list[MachineLayer] = []
 
-    def program() -> None:
-        built.append(Machines(*machine_layer("x", load_estate(raw), SecretSource(), None)))
+    def program() -> MachineLayer:
+        built.append(machine_layer("x", load_estate(raw), SecretSource(), None))
+        return built[0]
 
     result = run_function(program, dict(SECRETS))
     return result, built[0]

@@ -375,7 +375,7 @@ def synth_l7(
     from components.config_secrets import SecretSource
     from components.l7 import L7, L7Args
 
-    def program() -> None:
+    def program() -> L7:
         provider = docker.Provider("swarm", host="ssh://ops@manager1")
         network = docker.Network(
             "haproxy-public",
@@ -387,6 +387,7 @@ def synth_l7(
         l7 = L7("l7", L7Args(spec=spec, routes=routes, provider=provider, network=network, secrets=SecretSource()))
         pulumi.export("config_name", l7.config_name)
         pulumi.export("service_name", l7.service_name)
+        return l7
 
     return run_function(program, {f"{CONFIG_NAMESPACE}:{k}": v for k, v in secrets.items()}, monitor=monitor)
 

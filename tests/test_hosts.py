@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from components.estate import MachineLayer
 from components.hosts import WORKER_WAVES
 from components.l4 import L4Pair
 from components.machines import BOOTSTRAP_SCRIPT, bootstrap_stdin
@@ -19,7 +20,7 @@ from components.model import EstateSpec
 from components.render import cloudinit as ci
 from components.render.l4 import l4_profile
 from tests import schema_check
-from tests.hosts_support import SECRETS, Machines, prod_raw, prod_spec, run_tool, spec_of, synth_hosts, tool, variant
+from tests.hosts_support import SECRETS, prod_raw, prod_spec, run_tool, spec_of, synth_hosts, tool, variant
 from tools.synth import SynthResult
 
 DOMAIN = "libvirt:index/domain:Domain"
@@ -32,7 +33,7 @@ GIB = 1024**3
 
 
 @pytest.fixture(scope="module")
-def prod() -> tuple[SynthResult, Machines]:
+def prod() -> tuple[SynthResult, MachineLayer]:
     return synth_hosts(prod_raw())
 
 
@@ -54,7 +55,7 @@ def test_three_managers_spread_over_the_hypervisors(hypervisors: int, most_per_h
         assert len(providers) == 1, vm["name"]
 
 
-def test_one_libvirt_provider_per_hypervisor(prod: tuple[SynthResult, Machines]) -> None:
+def test_one_libvirt_provider_per_hypervisor(prod: tuple[SynthResult, MachineLayer]) -> None:
     result, _ = prod
     providers = {r["name"]: r["inputs"]["uri"] for r in result.by_type(PROVIDER)}
     assert providers == {f"x-site-{h.name}": h.uri for h in prod_spec().hypervisors}
@@ -65,7 +66,7 @@ def test_one_libvirt_provider_per_hypervisor(prod: tuple[SynthResult, Machines])
     assert Counter(r["provider"] for r in bases) == Counter(list(providers))
 
 
-def test_adding_a_worker_leaves_every_existing_resource_unchanged(prod: tuple[SynthResult, Machines]) -> None:
+def test_adding_a_worker_leaves_every_existing_resource_unchanged(prod: tuple[SynthResult, MachineLayer]) -> None:
     before, _ = prod
     raw = prod_raw()
     raw["swarm"]["workers"]["count"] += 1
@@ -83,7 +84,7 @@ def test_adding_a_worker_leaves_every_existing_resource_unchanged(prod: tuple[Sy
     assert _domain_hypervisors(after)["prod-docker-swarm6"] == "kvm3"  # the next slot of the round-robin
 
 
-def test_prod_protects_domains_and_disks_and_the_switch_turns_it_off(prod: tuple[SynthResult, Machines]) -> None:
+def test_prod_protects_domains_and_disks_and_the_switch_turns_it_off(prod: tuple[SynthResult, MachineLayer]) -> None:
     result, _ = prod
     guarded = result.by_type(DOMAIN) + [r for r in result.by_type(VOLUME) if r["name"].endswith("-root")]
     assert len(guarded) == 2 * 10  # 8 nodes + the L4 pair
@@ -102,7 +103,7 @@ def test_every_resource_uses_only_properties_of_its_provider_schema(substrate: s
     assert problems == []
 
 
-def test_vm_inputs_come_from_the_model(prod: tuple[SynthResult, Machines]) -> None:
+def test_vm_inputs_come_from_the_model(prod: tuple[SynthResult, MachineLayer]) -> None:
     result, _ = prod
     spec = prod_spec()
     node = next(n for n in spec.nodes if n.name == "docker-swarm1")
@@ -135,7 +136,7 @@ def rolls_after(spec: EstateSpec, name: str) -> list[str]:
     return [n.name for n in spec.workers if wave and n.index % WORKER_WAVES == wave - 1]
 
 
-def test_records_follow_the_model_and_wait_for_the_bootstrap(prod: tuple[SynthResult, Machines]) -> None:
+def test_records_follow_the_model_and_wait_for_the_bootstrap(prod: tuple[SynthResult, MachineLayer]) -> None:
     result, hosts = prod
     spec = prod_spec()
     assert [r.node.name for r in hosts.records] == [n.name for n in spec.nodes]
@@ -159,7 +160,7 @@ def test_records_follow_the_model_and_wait_for_the_bootstrap(prod: tuple[SynthRe
         assert command["inputs"]["connection"] == "[secret]"  # it carries the private key
 
 
-def test_secrets_stay_secret_and_published_files_are_redacted(prod: tuple[SynthResult, Machines]) -> None:
+def test_secrets_stay_secret_and_published_files_are_redacted(prod: tuple[SynthResult, MachineLayer]) -> None:
     result, _ = prod
     text = json.dumps(result.resources) + json.dumps(result.files)
     for key in ("swarm-estate:sshPrivateKey", "swarm-estate:vrrpPassword"):
@@ -172,7 +173,7 @@ def test_secrets_stay_secret_and_published_files_are_redacted(prod: tuple[SynthR
         assert ready["stdin"] == "[secret]" and ready["triggers"][1] == "[secret]"
 
 
-def test_every_generated_file_is_published(prod: tuple[SynthResult, Machines]) -> None:
+def test_every_generated_file_is_published(prod: tuple[SynthResult, MachineLayer]) -> None:
     result, _ = prod
     names = [n.name for n in prod_spec().nodes] + ["swarm-lb1", "swarm-lb2"]
     assert set(result.files) == (
@@ -181,7 +182,7 @@ def test_every_generated_file_is_published(prod: tuple[SynthResult, Machines]) -
     )
 
 
-def test_an_l4_config_change_reaches_the_hosts_without_touching_the_vms(prod: tuple[SynthResult, Machines]) -> None:
+def test_an_l4_config_change_reaches_the_hosts_without_touching_the_vms(prod: tuple[SynthResult, MachineLayer]) -> None:
     before, _ = prod
     raw = prod_raw()
     raw["swarm"]["workers"]["nodes"].append({"name": "docker-swarm4", "labels": ["l7=true"]})
@@ -193,7 +194,7 @@ def test_an_l4_config_change_reaches_the_hosts_without_touching_the_vms(prod: tu
             assert after.named(name)["inputs"] == before.named(name)["inputs"], name
 
 
-def test_a_profile_change_reruns_the_bootstrap_but_keeps_the_vm(prod: tuple[SynthResult, Machines]) -> None:
+def test_a_profile_change_reruns_the_bootstrap_but_keeps_the_vm(prod: tuple[SynthResult, MachineLayer]) -> None:
     before, _ = prod
     raw = prod_raw()
     raw["engine"]["log_driver"] = "json-file"

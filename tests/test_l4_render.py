@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from components import artifacts
 from components.l4 import l4_machine
+from components.render import REDACTED
 from components.render.l4 import BACKUP_PRIORITY, MASTER_PRIORITY, render_haproxy, render_keepalived
 from tests.hosts_support import prod_raw, prod_spec, run_tool, spec_of, tool, variant
 
@@ -36,7 +36,7 @@ def test_haproxy_accepts_the_generated_l4_config(kwargs: dict, tmp_path: Path) -
     assert _haproxy_check(text, tmp_path) is None, _haproxy_check(text, tmp_path)
 
 
-@pytest.mark.parametrize("password", [artifacts.REDACTED, "s3cretPw"])
+@pytest.mark.parametrize("password", [REDACTED, "s3cretPw"])
 def test_keepalived_accepts_both_nodes_configs(password: str, tmp_path: Path) -> None:
     spec = prod_spec()
     for index, node in enumerate(spec.l4.nodes):

@@ -43,7 +43,7 @@ def deploy(
     spec = load_estate(raw)
     imported = {**import_stacks(spec, project), **platform_stacks(spec)}
 
-    def program() -> None:
+    def program() -> list[AppStack]:
         provider = docker.Provider("docker", host="unix:///var/run/docker.sock")
         child = pulumi.ResourceOptions(provider=provider)
         public = docker.Network("public", name=spec.public_network.name, driver="overlay", opts=child)
@@ -51,8 +51,10 @@ def deploy(
             o.name: docker.Network(f"overlay-{o.name}", name=o.name, driver="overlay", opts=child)
             for o in spec.overlays
         }
-        for name, stack in imported.items():
+        return [
             AppStack(name, AppStackArgs(spec, name, stack, provider, public, overlays, SecretSource()))
+            for name, stack in imported.items()
+        ]
 
     return run_function(program, config_for(raw, secrets), monitor=monitor)
 

@@ -33,7 +33,6 @@ from pulumi.runtime.rpc import UNKNOWN as UNKNOWN_SENTINEL
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components import artifacts
 from components.model import CONFIG_NAMESPACE, EstateConfigError
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -205,32 +204,47 @@ class _WarningCollector:
         return log
 
 
+def generated_files(built: Any) -> dict[str, str]:
+    """The files a program's components generate (their `files`), from what the program function returned: a
+    component, or a list of them."""
+    parts = built if isinstance(built, (list, tuple)) else [built]
+    files: dict[str, str] = {}
+    for part in parts:
+        files.update(getattr(part, "files", None) or {})
+    for path in files:
+        if path.startswith("/") or ".." in path.split("/"):
+            raise ValueError(f"generated file {path!r} must be relative and stay inside files/")
+    return dict(sorted(files.items()))
+
+
 def run_function(
     fn: Callable[[], Any],
     config: dict[str, Any] | None = None,
     stack: str = "synth",
     monitor: RecordingMonitor | None = None,
 ) -> SynthResult:
-    """Run `fn` as a Pulumi program under the recording mock engine; return what it registered.
+    """Run `fn` as a Pulumi program under the recording mock engine; return what it registered, and the files
+    of the component(s) `fn` returns.
 
     Pass your own `monitor` to inspect what was registered even when the program raises.
     """
     config = config or {}
+    built: list[Any] = []
     with _RUN_LOCK:
         pulumi_settings.ROOT.set(None)
-        artifacts.reset()
         engine = FakeEngine()
         monitor = monitor or RecordingMonitor(engine)
         logger = _WarningCollector()
         secret_keys = [k for k, v in config.items() if isinstance(v, _SecureValue)]
         pulumi.runtime.set_all_config({k: _config_text(v) for k, v in config.items()}, secret_keys=secret_keys)
         pulumi_mocks.set_mocks(engine, project=PROJECT, stack=stack, preview=False, monitor=monitor, logger=logger)  # type: ignore[arg-type]
-        _sync_await(run_pulumi_func(fn))
+        _sync_await(run_pulumi_func(lambda: built.append(fn())))
         root = pulumi_settings.get_root_resource()
         outputs = _resolve_outputs(dict(getattr(root, "outputs", {}) or {}))
         urn_names = {r.urn: _name_of(r.urn) for r in monitor.resources.values()}
         resources = [_record(req, urn_names) for req in monitor.requests]
-        return SynthResult(resources=resources, outputs=outputs, files=artifacts.collected(), warnings=logger.messages)
+        files = generated_files(built[0] if built else None)
+        return SynthResult(resources=resources, outputs=outputs, files=files, warnings=logger.messages)
 
 
 class _SecureValue(str):
@@ -273,10 +287,10 @@ def run_program(
     main = project_dir / "__main__.py"
     cwd = os.getcwd()
 
-    def program() -> None:
+    def program() -> Any:
         os.chdir(project_dir)  # `pulumi up` runs the program from the project directory
         try:
-            runpy.run_path(str(main), run_name="__pulumi_main__")
+            return runpy.run_path(str(main), run_name="__pulumi_main__").get("estate")
         finally:
             os.chdir(cwd)
 

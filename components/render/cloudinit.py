@@ -3,7 +3,7 @@
 The same building blocks (files, packages, fstab lines) feed two deliveries: the `#cloud-config`
 a VM boots with, and the manifest `scripts/bootstrap-host.sh` converges over SSH on existing hosts
 (and on VMs after boot, for day-2 changes). One source of truth, so both substrates end up equal.
-Nothing here may contain a secret: these texts are published as artifacts.
+Nothing here may contain a secret: these texts are what the synth writes and reviewers read.
 """
 
 from __future__ import annotations
