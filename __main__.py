@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pulumi
 
-from components.estate import Estate, EstateArgs, prepare
-from components.secrets import SecretSource
+from components.config_secrets import SecretSource
+from components.estate import Estate, EstateArgs
+from components.prepare import prepare
 
 config = pulumi.Config()
 # Everything is read and validated here, before the first resource is registered: a bad
@@ -14,9 +15,7 @@ prepared = prepare(config.require_object("estate"), Path(__file__).resolve().par
 for warning in prepared.warnings:
     pulumi.log.warn(warning)
 
-estate = Estate(
-    prepared.spec.name, EstateArgs(spec=prepared.spec, secrets=SecretSource(config), stacks=prepared.stacks)
-)
+estate = Estate(prepared.spec.name, EstateArgs(prepared=prepared, secrets=SecretSource(config)))
 
 pulumi.export("manager_addresses", estate.manager_addresses)
 pulumi.export("l4_virtual_ip", estate.l4_virtual_ip)

@@ -3,51 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import pulumi
 
-from .branch import branch_metadata, derive_branch_estate
-from .compose.apply import import_stacks
-from .compose.spec import ImportedStack
 from .config_secrets import SecretSource
 from .dind import DockerNodes, DockerNodesArgs
 from .hosts import Hosts, HostsArgs
 from .l4 import L4Pair, L4PairArgs
 from .l7 import L7, L7Args
 from .machines import HostRecord, build_site
-from .model import EstateSpec, format_violation, load_estate
-from .platform_stacks import platform_stacks
+from .model import EstateSpec
+from .prepare import Prepared
 from .render.diagram import render_mermaid
-from .stacks import AppStack, AppStackArgs, routes
+from .stacks import AppStack, AppStackArgs
 from .swarm import Cluster, ClusterArgs
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """Everything read and validated before the first resource is registered."""
-
-    spec: EstateSpec
-    stacks: dict[str, ImportedStack]
-    warnings: list[str]
-    branch: dict[str, Any] | None = None
-
-
-def prepare(raw: Any, project_dir: Path, stack: str) -> Prepared:
-    """Stack config -> validated model + imported compose files; raises EstateConfigError.
-
-    A branch template (Pulumi.ci.yaml, with a `branch:` section) first derives from the stack
-    name everything two branch clusters on one engine or hypervisor could both claim.
-    """
-    spec = load_estate(derive_branch_estate(raw, stack))
-    stacks = import_stacks(spec, project_dir)
-    warnings = [format_violation(w) for w in spec.warnings]
-    warnings += [w for stack in stacks.values() for w in stack.warnings]
-    return Prepared(
-        spec=spec, stacks=stacks, warnings=list(dict.fromkeys(warnings)), branch=branch_metadata(raw, stack)
-    )
 
 
 @dataclass(frozen=True)
@@ -86,9 +56,8 @@ def machine_layer(name: str, spec: EstateSpec, secrets: SecretSource, parent: pu
 
 @dataclass(frozen=True)
 class EstateArgs:
-    spec: EstateSpec
+    prepared: Prepared  # the validated model, the imported stacks and the routes (components/prepare.py)
     secrets: SecretSource
-    stacks: Mapping[str, ImportedStack] = field(default_factory=dict)
 
 
 class Estate(pulumi.ComponentResource):
@@ -101,8 +70,8 @@ class Estate(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: EstateArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("swarm-estate:estate:Estate", name, None, opts)
-        spec = args.spec
-        self.routes = routes(spec, args.stacks)
+        spec = args.prepared.spec
+        self.routes = args.prepared.routes
         child = pulumi.ResourceOptions(parent=self)
         machine_files: dict[str, str] = {}
 
@@ -139,7 +108,7 @@ class Estate(pulumi.ComponentResource):
                 ),
                 on_swarm,
             )
-            for stack_name, stack in {**args.stacks, **platform_stacks(spec)}.items()
+            for stack_name, stack in args.prepared.stacks.items()
         }
 
         # Every file the estate generates, as its hosts and services receive it: the synth writes them under files/.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
-from .compose.apply import routes_of, volume_name
+from .compose.apply import volume_name
 from .compose.spec import (
     IMAGE_LABEL,
     STACK_LABEL,
@@ -29,17 +29,11 @@ from .compose.spec import (
     swarm_secret_prefix,
 )
 from .config_secrets import SecretSource
-from .model import EstateSpec, Route
-from .platform_stacks import platform_stacks
+from .model import EstateSpec
 from .render.compose import render_compose
 from .swarm import ipam_config
 
-__all__ = ["AppStack", "AppStackArgs", "content_name", "routes"]
-
-
-def routes(spec: EstateSpec, imported: Mapping[str, ImportedStack]) -> list[Route]:
-    """Every routed service the L7 layer must serve: the app stacks' and the enabled platform stacks'."""
-    return routes_of(spec, {**imported, **platform_stacks(spec)})
+__all__ = ["AppStack", "AppStackArgs", "content_name"]
 
 
 @dataclass(frozen=True)

@@ -14,17 +14,11 @@ from typing import Any
 
 import pytest
 
-from components.branch import (
-    BranchPoolExhausted,
-    allocate_slot,
-    allocate_slots,
-    branch_metadata,
-    derive_branch_estate,
-    preferred_slot,
-    stack_name,
-)
-from components.model import EstateConfigError, load_estate
+from components.model import EstateConfigError, EstateSpec, load_estate
+from components.model.branch import branch_metadata, derive_branch, preferred_slot, stack_name
+from components.prepare import prepare
 from tests.conftest import ROOT, config_for, estate_of
+from tools.branch_pins import BranchPoolExhausted, allocate_slot, allocate_slots
 from tools.synth import SynthResult, run_program
 
 VALID_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -33,6 +27,11 @@ NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 
 def ci_estate() -> dict[str, Any]:
     return estate_of("ci")
+
+
+def derived(raw: dict[str, Any], stack: str, now: datetime | None = None) -> EstateSpec:
+    """The branch stack's estate: the template validated as written, then derived for `stack`."""
+    return derive_branch(load_estate(raw), stack, now)
 
 
 def with_branch(raw: dict[str, Any], **settings: Any) -> dict[str, Any]:
@@ -96,7 +95,7 @@ def test_long_names_are_truncated_with_a_stable_hash_suffix() -> None:
 
 def test_branch_cli_prints_the_stack_name() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "components.branch", "name", "Feature/Foo"],
+        [sys.executable, "-m", "tools.branch_pins", "name", "Feature/Foo"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -110,7 +109,7 @@ def test_branch_cli_prints_the_stack_name() -> None:
 
 
 def test_preferred_slot_is_the_same_in_every_process() -> None:
-    code = "from components.branch import preferred_slot; print(preferred_slot('feature-login', 256))"
+    code = "from components.model.branch import preferred_slot; print(preferred_slot('feature-login', 256))"
     seen = set()
     for seed in ("1", "2", "3"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
@@ -137,20 +136,15 @@ def test_fifty_branch_stacks_get_distinct_slots_and_share_nothing() -> None:
     allocations = allocate_slots(names, slots)
     assert len({a.slot for a in allocations}) == 50
     assert allocate_slots(names, slots) == allocations, "allocation must be deterministic"
-    derived = []
-    for allocation in allocations:
-        raw = with_branch(template, slot=allocation.slot)
-        estate = derive_branch_estate(raw, allocation.stack, now=NOW)
-        load_estate(estate)  # every derived estate is a valid estate
-        derived.append(estate)
-    node_subnets = [ip_network(e["node_network"]["subnet"]) for e in derived]
-    overlay_subnets = [ip_network(e["public_network"]["subnet"]) for e in derived]
+    # every derived estate is a valid estate (derive_branch validates it again)
+    estates = [derived(with_branch(template, slot=a.slot), a.stack, now=NOW) for a in allocations]
+    node_subnets = [e.node_network.subnet for e in estates]
+    overlay_subnets = [e.public_network.subnet for e in estates]
     for group in (node_subnets, overlay_subnets, node_subnets + overlay_subnets):
         for x, y in itertools.combinations(group, 2):
             assert not x.overlaps(y), f"{x} overlaps {y}"
     port_ranges = []
-    for e in derived:
-        spec = load_estate(e)
+    for spec in estates:
         d = spec.docker
         l7 = len(spec.l7_nodes())
         port_ranges.append(
@@ -158,9 +152,8 @@ def test_fifty_branch_stacks_get_distinct_slots_and_share_nothing() -> None:
         )
     for x, y in itertools.combinations(port_ranges, 2):
         assert not x & y
-    for key in ("name", "domain"):
-        assert len({e[key] for e in derived}) == 50
-    assert len({e["node_network"]["name"] for e in derived}) == 50
+    assert len({e.name for e in estates}) == 50 and len({e.domain for e in estates}) == 50
+    assert len({e.node_network.name for e in estates}) == 50
 
 
 def test_a_hash_collision_is_detected_and_resolved_by_probing() -> None:
@@ -192,19 +185,19 @@ def test_the_pool_size_bounds_the_pinned_slot() -> None:
     # A /22 of /24s is four slots.
     raw = with_branch(ci_estate(), node_pool="10.222.0.0/22", node_prefix=24, slot=4)
     with pytest.raises(EstateConfigError, match=r"estate\.branch\.slot: slot 4 is outside the pool's 4 slots"):
-        derive_branch_estate(raw, "feature-a", now=NOW)
+        derived(raw, "feature-a", now=NOW)
 
 
 def test_overlapping_pools_are_rejected() -> None:
     raw = with_branch(ci_estate(), node_pool="10.128.0.0/16", overlay_pool="10.128.0.0/10")
     with pytest.raises(EstateConfigError, match=r"branch\.overlay_pool: overlaps"):
-        derive_branch_estate(raw, "feature-a", now=NOW)
+        derived(raw, "feature-a", now=NOW)
 
 
 def test_bad_branch_settings_name_their_path() -> None:
     raw = with_branch(ci_estate(), node_prefx=24)
     with pytest.raises(EstateConfigError, match=r"swarm-estate:estate\.branch\.node_prefx"):
-        derive_branch_estate(raw, "feature-a", now=NOW)
+        derived(raw, "feature-a", now=NOW)
 
 
 # --- the derivation ------------------------------------------------------------------------
@@ -212,26 +205,26 @@ def test_bad_branch_settings_name_their_path() -> None:
 
 def test_without_a_branch_section_the_estate_is_unchanged() -> None:
     raw = estate_of("dev")
-    assert derive_branch_estate(raw, "dev") == raw
-    assert derive_branch_estate(raw, "dev") is not raw
+    assert prepare(raw, ROOT, "dev").spec == load_estate(raw)
 
 
 def test_derivation_is_pure_and_removes_the_branch_section() -> None:
     raw = ci_estate()
     before = copy.deepcopy(raw)
-    one = derive_branch_estate(raw, "feature-a", now=NOW)
-    assert raw == before, "the input must not be modified"
-    assert "branch" not in one
-    assert derive_branch_estate(raw, "feature-a", now=NOW) == one
-    assert one["name"] == "feature-a"
-    assert one["domain"] == "feature-a.ci.swarm-estate.test"
-    assert one["stacks"]["demo"]["services"]["web"]["dns_names"] == ["demo.feature-a.ci.swarm-estate.test"]
-    assert one["protect"] is False
+    template = load_estate(raw)
+    one = derive_branch(template, "feature-a", now=NOW)
+    assert raw == before and template == load_estate(before), "the inputs must not be modified"
+    assert one.branch is None
+    assert derive_branch(template, "feature-a", now=NOW) == one
+    assert one.name == "feature-a"
+    assert one.domain == "feature-a.ci.swarm-estate.test"
+    assert one.stacks["demo"].services["web"].dns_names == ["demo.feature-a.ci.swarm-estate.test"]
+    assert one.protect is False
 
 
 def test_nodes_carry_branch_and_creation_time_labels() -> None:
     raw = with_branch(ci_estate(), created="2026-11-20T08:00:00Z")
-    spec = load_estate(derive_branch_estate(raw, "feature-a", now=NOW))
+    spec = derived(raw, "feature-a", now=NOW)
     for node in spec.nodes:
         assert node.labels["swarm-estate.branch"] == "feature-a"
         assert node.labels["swarm-estate.created"] == "2026-11-20T08:00:00Z", "a pinned time wins over now"
@@ -239,27 +232,25 @@ def test_nodes_carry_branch_and_creation_time_labels() -> None:
 
 
 def test_an_unpinned_creation_time_is_left_out_so_a_synth_is_reproducible() -> None:
-    derived = derive_branch_estate(ci_estate(), "feature-a")
-    assert derived == derive_branch_estate(ci_estate(), "feature-a")
-    spec = load_estate(derived)
+    spec = derived(ci_estate(), "feature-a")
+    assert spec == derived(ci_estate(), "feature-a")
     assert all("swarm-estate.created" not in n.labels for n in spec.nodes)
     assert all(n.labels["swarm-estate.branch"] == "feature-a" for n in spec.nodes)
-    stamped = load_estate(derive_branch_estate(ci_estate(), "feature-a", now=NOW))
+    stamped = derived(ci_estate(), "feature-a", now=NOW)
     assert {n.labels["swarm-estate.created"] for n in stamped.nodes} == {"2026-11-22T12:00:00Z"}
 
 
 def test_branch_metadata_for_the_reaper() -> None:
     raw = with_branch(ci_estate(), slot=3, created="2026-11-20T08:00:00Z", source="feature/a")
-    meta = branch_metadata(raw, "org/swarm-estate/feature-a-1234abcd", now=NOW)
+    meta = branch_metadata(load_estate(raw), "org/swarm-estate/feature-a-1234abcd", now=NOW)
     assert meta == {"stack": "feature-a-1234abcd", "source": "feature/a", "slot": 3, "created": "2026-11-20T08:00:00Z"}
-    assert branch_metadata(estate_of("dev"), "dev") is None
-    assert branch_metadata(ci_estate(), "feature-a")["created"] is None  # type: ignore[index]
+    assert branch_metadata(load_estate(estate_of("dev")), "dev") is None
+    assert branch_metadata(load_estate(ci_estate()), "feature-a")["created"] is None  # type: ignore[index]
 
 
 def test_a_libvirt_template_gets_its_own_network_addresses_and_vrrp_id() -> None:
     raw = with_branch(estate_of("prod"), slot=5)
-    derived = derive_branch_estate(raw, "feature-a", now=NOW)
-    spec = load_estate(derived)
+    spec = derived(raw, "feature-a", now=NOW)
     subnet = IPv4Network("10.222.5.0/24")
     assert spec.node_network.subnet == subnet
     assert spec.node_network.name == "feature-a-net"
@@ -283,21 +274,21 @@ def test_a_shared_existing_libvirt_network_is_refused() -> None:
     raw = with_branch(estate_of("prod"))
     raw["node_network"]["mode"] = "existing"
     with pytest.raises(EstateConfigError, match=r"estate\.node_network\.mode: .*cannot share an existing"):
-        derive_branch_estate(raw, "feature-a", now=NOW)
+        derived(raw, "feature-a", now=NOW)
 
 
 def test_two_dns_names_that_would_merge_are_an_error() -> None:
     raw = ci_estate()
     raw["stacks"]["demo"]["services"]["web"]["dns_names"] = ["demo.ci.swarm-estate.test", "demo.com"]
     with pytest.raises(EstateConfigError, match=r"both become demo\.feature-a\.ci\.swarm-estate\.test"):
-        derive_branch_estate(raw, "feature-a", now=NOW)
+        derived(raw, "feature-a", now=NOW)
 
 
 def test_too_many_nodes_for_the_port_stride_is_an_error() -> None:
     raw = ci_estate()
     raw["swarm"]["workers"]["count"] = 6
     with pytest.raises(EstateConfigError, match=r"branch\.port_stride: 7 nodes .* at least 15"):
-        derive_branch_estate(raw, "feature-a", now=NOW)
+        derived(raw, "feature-a", now=NOW)
 
 
 # --- two branch stacks synthesised side by side ---------------------------------------------
@@ -328,9 +319,8 @@ def test_two_branch_stacks_from_the_ci_template_share_no_name_subnet_or_port() -
     engine = template["docker"]["engine_host"]
     results = []
     for branch in ("feature/login", "fix/ünïcode-bug"):
-        stack = stack_name(branch)
-        derived = derive_branch_estate(template, stack, now=NOW)
-        results.append(_engine_claims(run_program(config_for(derived), stack=stack), engine))
+        stack = stack_name(branch)  # the program derives the branch's estate from the stack name itself
+        results.append(_engine_claims(run_program(config_for(template), stack=stack), engine))
     a, b = results
     assert a["name"] and a["subnet"] and a["port"] and a["url"], f"the synth claimed nothing to compare: {a}"
     for kind in a:

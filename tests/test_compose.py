@@ -19,7 +19,7 @@ from components.compose.parse import parse_compose
 from components.compose.spec import go_duration, parse_bytes, parse_duration
 from components.model import EstateConfigError, load_estate
 from components.platform_stacks import platform_stacks
-from components.stacks import routes
+from components.prepare import prepare
 from tests.compose_support import assert_same_as_docker, docker_stack_config
 from tests.conftest import ROOT, estate_of
 
@@ -120,7 +120,7 @@ def test_prod_imports_with_its_routing():
     spec = load_estate(estate_of("prod"))
     stacks = import_stacks(spec, ROOT)
     assert set(stacks) == {"conductor", "shinyproxy", "stager"}
-    got = {(r.swarm_service, r.port, r.replicas, r.dns_names) for r in routes(spec, stacks)}
+    got = {(r.swarm_service, r.port, r.replicas, r.dns_names) for r in prepare(estate_of("prod"), ROOT, "prod").routes}
     assert got == {
         ("conductor_conductor-ui", 5000, 2, ("conductor.d4science.org",)),
         ("conductor_conductor-server", 8080, 2, ("conductor-api.d4science.org",)),
@@ -144,7 +144,7 @@ def test_dev_demo_takes_its_image_from_a_variable(tmp_path: Path):
     spec = load_estate(raw)
     demo = import_stacks(spec, ROOT)["demo"]
     assert demo.services["web"].image == "swarm-estate/busybox:test"
-    (route,) = routes(spec, {"demo": demo})
+    (route,) = prepare(raw, ROOT, "dev").routes
     assert (route.swarm_service, route.port, route.replicas, route.routing.check_uri) == (
         "demo_web",
         8080,

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from components.branch import derive_branch_estate, stack_name
 from components.model import load_estate
+from components.model.branch import derive_branch, stack_name
 from tests.harness import Engine
 from tests.harness.estates import LocalImages, stack_estate
 from tests.harness.probe import request
@@ -117,7 +117,7 @@ def test_two_branch_stacks_up_at_once_each_serve_only_their_own_names_and_the_to
         tags = pipeline.pulumi("stack", "tag", "ls", "-s", stack, "--json").stdout
         slot = int(yaml.safe_load(tags)["swarm-estate:slot"])
         config = yaml.safe_load((pipeline.project / f"Pulumi.{stack}.yaml").read_text())["config"]
-        derived = load_estate(derive_branch_estate(copy.deepcopy(config["swarm-estate:estate"]), stack))
+        derived = derive_branch(load_estate(copy.deepcopy(config["swarm-estate:estate"])), stack)
         assert int(config["swarm-estate:estate"]["branch"]["slot"]) == slot
         assert str(derived.node_network.subnet) == f"10.222.{slot}.0/24"
 

@@ -10,9 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from components.branch_names import BranchPoolExhausted, preferred_slot
+from components.model.branch import preferred_slot
 from tests.conftest import ROOT
-from tools.branch_pins import TAG_BRANCH, TAG_CREATED, TAG_SLOT, StackInfo, pin_plan, template_slots
+from tools.branch_pins import (
+    TAG_BRANCH,
+    TAG_CREATED,
+    TAG_SLOT,
+    BranchPoolExhausted,
+    StackInfo,
+    pin_plan,
+    template_slots,
+)
 from tools.reap import live_branches_from_git, parse_age, select
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -18,7 +18,8 @@ from components.compose.apply import import_stacks
 from components.config_secrets import SecretSource
 from components.model import load_estate
 from components.platform_stacks import platform_stacks
-from components.stacks import AppStack, AppStackArgs, routes
+from components.prepare import prepare
+from components.stacks import AppStack, AppStackArgs
 from tests import schema_check
 from tests.compose_support import docker_stack_config
 from tests.conftest import ROOT, TEST_SECRETS, config_for, estate_of
@@ -112,9 +113,8 @@ def test_conductor_matches_the_seed(prod: SynthResult):
 
 
 def test_routed_services_are_dnsrr_on_the_public_network_without_ports(prod: SynthResult):
-    spec = load_estate(estate_of("prod"))
     found = services(prod)
-    routed = {r.swarm_service for r in routes(spec, import_stacks(spec, ROOT))}
+    routed = {r.swarm_service for r in prepare(estate_of("prod"), ROOT, "prod").routes}
     assert len(routed) == 6
     for name in routed:
         inputs = found[name]["inputs"]

@@ -156,7 +156,7 @@ def test_the_pull_request_previews_prod_comments_and_tests_its_branch_cluster() 
     steps = jobs["branch-cluster"]["steps"]
     names = [s.get("name", s.get("uses", "")) for s in steps]
     create = next(s for s in steps if "stack init" in s.get("run", ""))
-    assert "--copy-config-from ci" in create["run"] and "python -m components.branch name" in create["run"]
+    assert "--copy-config-from ci" in create["run"] and "python -m tools.branch_pins name" in create["run"]
     assert "python -m tools.branch_pins pin" in create["run"]
     up = next(i for i, s in enumerate(steps) if s.get("with", {}).get("command") == "up")
     smoke = next(i for i, s in enumerate(steps) if "python -m tools.smoke" in s.get("run", ""))

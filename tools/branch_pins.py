@@ -1,10 +1,11 @@
 """Branch stacks in the Pulumi backend: what the pipeline records on them, and how it reads them back.
 
+    python -m tools.branch_pins name BRANCH                  # the stack name a branch gets
     python -m tools.branch_pins pin STACK --branch BRANCH
 
 `pin` runs once per pipeline run, after `pulumi stack init --copy-config-from ci` (or after
 `pulumi config cp` for a stack that exists). It gives the stack a slot of the branch pools the
-first time (probing past the slots other live branch stacks hold, see branch_names.allocate_slot),
+first time (probing past the slots other live branch stacks hold, see allocate_slot below),
 records slot, source branch and creation time as stack tags (they live in the backend, so every
 later run and the reaper read the same values), and writes them into the stack config
 (`estate.branch.slot|created|source`) where the program's derivation reads them.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,9 +27,8 @@ from typing import Any
 
 import yaml
 
-from components.branch import branch_settings, stack_name
-from components.branch_names import Allocation, BranchPoolExhausted, allocate_slot
 from components.model import CONFIG_NAMESPACE, ESTATE_KEY, EstateConfigError
+from components.model.branch import BranchSettings, preferred_slot, stack_name
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 TEMPLATE = PROJECT_DIR / "Pulumi.ci.yaml"
@@ -73,6 +74,59 @@ def parse_time(text: str) -> datetime:
 
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- slots: a new stack probes past the slots other live branch stacks hold ------------------------------------
+
+
+class BranchPoolExhausted(ValueError):  # noqa: N818 - reads as what happened, like the model's errors
+    pass
+
+
+@dataclass(frozen=True)
+class Allocation:
+    stack: str
+    slot: int
+    preferred: int
+    collided_with: tuple[str, ...] = ()
+
+    def report(self) -> str:
+        if not self.collided_with:
+            return f"{self.stack}: slot {self.slot}"
+        holders = ", ".join(self.collided_with)
+        return f"{self.stack}: preferred slot {self.preferred} is held by {holders}; took slot {self.slot} instead"
+
+
+def allocate_slot(stack: str, slots: int, taken: Mapping[str, int]) -> Allocation:
+    """The slot of a new stack, given the slots other live stacks hold (linear probing)."""
+    preferred = preferred_slot(stack, slots)
+    if stack in taken:
+        return Allocation(stack, taken[stack], preferred)
+    holders: dict[int, list[str]] = {}
+    for other, slot in taken.items():
+        holders.setdefault(slot, []).append(other)
+    collided: list[str] = []
+    for step in range(slots):
+        slot = (preferred + step) % slots
+        if slot not in holders:
+            return Allocation(stack, slot, preferred, tuple(collided))
+        collided += sorted(holders[slot])
+    raise BranchPoolExhausted(
+        f"no free slot for branch stack {stack!r}: all {slots} slots of the branch pool are held "
+        f"({len(taken)} branch stacks); destroy old ones (python -m tools.reap) or enlarge "
+        "branch.node_pool / branch.overlay_pool / branch.port_stride range"
+    )
+
+
+def allocate_slots(stacks: Sequence[str], slots: int, taken: Mapping[str, int] | None = None) -> list[Allocation]:
+    """Allocate in the order the stacks were created; earlier stacks keep their preferred slot."""
+    held = dict(taken or {})
+    out = []
+    for stack in stacks:
+        allocation = allocate_slot(stack, slots, held)
+        held[stack] = allocation.slot
+        out.append(allocation)
+    return out
 
 
 @dataclass(frozen=True)
@@ -122,10 +176,10 @@ def _younger_twin(own: StackInfo, created: datetime, others: list[StackInfo]) ->
 def template_slots(template: Path = TEMPLATE) -> int:
     doc = yaml.safe_load(template.read_text()) or {}
     raw = (doc.get("config") or {}).get(f"{CONFIG_NAMESPACE}:{ESTATE_KEY}") or {}
-    settings = branch_settings(raw)
-    if settings is None:
+    section = raw.get("branch")
+    if section is None:
         raise EstateConfigError([f"{template.name}: the template has no `branch:` section"])
-    return settings.slot_count()
+    return BranchSettings.model_validate(section).slot_count()
 
 
 # --- the backend, through the Automation API ----------------------------------------------
@@ -165,10 +219,15 @@ def apply_pin(ws: Any, pin: Pin) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.branch_pins")
     sub = parser.add_subparsers(dest="command", required=True)
+    name = sub.add_parser("name", help="print the stack name a git branch gets")
+    name.add_argument("branch")
     pin = sub.add_parser("pin", help="give a branch stack its slot and creation time (idempotent)")
     pin.add_argument("stack")
     pin.add_argument("--branch", required=True, help="the git branch the stack is for")
     args = parser.parse_args(argv)
+    if args.command == "name":
+        print(stack_name(args.branch))
+        return 0
     if stack_name(args.branch) != args.stack:
         expected = stack_name(args.branch)
         print(f"error: branch {args.branch!r} maps to stack {expected!r}, not {args.stack!r}", file=sys.stderr)

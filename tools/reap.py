@@ -3,7 +3,7 @@
     python -m tools.reap --older-than 3d            # dry run: list what would go, and why
     python -m tools.reap --older-than 3d --destroy  # pulumi destroy + pulumi stack rm each
 
-A branch stack is one the pipeline tagged `swarm-estate:branch` (components/branch_stacks.py);
+A branch stack is one the pipeline tagged `swarm-estate:branch` (tools/branch_pins.py);
 untagged stacks and the long-lived ones (prod, dev, ci, --keep) are never selected. Live branches
 come from `git ls-remote --heads` (or --branches FILE); when they cannot be listed only the age
 rule applies. Facts come from the backend through the Automation API, or from --stacks FILE.

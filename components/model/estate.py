@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, PrivateAttr, model_validator
 
 from .base import DnsName, Name, Strict, Violation, raise_if_any
+from .branch import BranchSettings, template_rules
 from .hosts import (
     Availability,
     BaseImage,
@@ -75,6 +76,9 @@ class EstateSpec(Strict):
     l7: L7Spec = Field(default_factory=L7Spec, description="L7 HAProxy service inside the swarm")
     l4: L4Spec = Field(default_factory=L4Spec, description="L4 HAProxy + keepalived pair in front")
     stacks: dict[Name, StackSpec] = Field(default_factory=dict, description="application stacks")
+    branch: BranchSettings | None = Field(
+        default=None, description="makes this a branch template: see components/model/branch.py and Pulumi.ci.yaml"
+    )
 
     _nodes: list[Node] = PrivateAttr(default_factory=list)
     _warnings: list[Violation] = PrivateAttr(default_factory=list)
@@ -118,6 +122,7 @@ class EstateSpec(Strict):
             errors += spread_errors
             warnings += spread_warnings
             errors += self._check_l7_nodes()
+            errors += template_rules(self)
         errors += self._check_references()
         errors += self._check_ports()
         dns_errors, dns_warnings = self._check_dns_names()
