@@ -83,21 +83,6 @@ def healthcheck_command(spec: EstateSpec) -> list[str]:
     return ["CMD-SHELL", f"if command -v {tool} >/dev/null 2>&1; then {fetch}; else bash -c {shlex.quote(probe)}; fi"]
 
 
-def _update_delay_warning(spec: EstateSpec) -> str | None:
-    """Each L7 task stops before its replacement starts (host-mode ports cannot be shared), so the
-    pause before the next task must outlast the L4 pair noticing the node down and back up."""
-    if not spec.l4.enabled:
-        return None
-    check = spec.l4.check
-    needed = duration_ms(check.inter) * (check.fall + check.rise)
-    if duration_ms(spec.l7.update_delay) > needed:
-        return None
-    return (
-        f"l7.update_delay {spec.l7.update_delay} is not longer than the {needed} ms the L4 checks need to take "
-        "an L7 node out and put it back; a rolling update could stop two L7 nodes the L4 pair still sends to"
-    )
-
-
 class L7(pulumi.ComponentResource):
     """`swarm-estate:proxy:L7`: the L7 HAProxy service with its config and certificates."""
 
@@ -152,8 +137,6 @@ class L7(pulumi.ComponentResource):
             ports.append((l7.stats.port, "stats"))
         ((label_key, label_value),) = l7.node_label.items()
         delay = _go_duration(l7.update_delay)
-        if warning := _update_delay_warning(spec):
-            pulumi.log.warn(warning, resource=self)
 
         service = docker.Service(
             f"{name}-service",

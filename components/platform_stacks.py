@@ -91,6 +91,7 @@ def registry_stack(spec: EstateSpec) -> ImportedStack:
         volumes={"data": VolumeSpec(key="data", nfs=nfs_volume(spec, reg.nfs, reg.subpath))},
         configs={},
         secrets={"htpasswd": SecretSpec(key="htpasswd", config_key=reg.htpasswd_secret)},
+        config_path=("registry",),
     )
 
 
@@ -136,4 +137,5 @@ def portainer_stack(spec: EstateSpec) -> ImportedStack:
         volumes={"data": data},
         configs={},
         secrets={},
+        config_path=("portainer",),
     )

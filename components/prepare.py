@@ -12,8 +12,9 @@ from typing import Any
 
 from .compose.apply import import_stacks, routes_of
 from .compose.spec import ImportedStack
-from .model import EstateSpec, Route, format_violation, load_estate
+from .model import EstateConfigError, EstateSpec, Route, format_violation, load_estate
 from .model.branch import branch_metadata, derive_branch
+from .model.routes import route_rules
 from .platform_stacks import platform_stacks
 
 
@@ -33,12 +34,16 @@ def prepare(raw: Any, project_dir: Path, stack: str, now: datetime | None = None
     spec = derive_branch(template, stack, now) if template.branch is not None else template
     imported = import_stacks(spec, project_dir)
     stacks = {**imported, **platform_stacks(spec)}
-    warnings = [format_violation(w) for w in spec.warnings]
+    routes = routes_of(spec, stacks)
+    route_errors, route_warnings = route_rules(spec, routes)
+    if route_errors:
+        raise EstateConfigError([format_violation(v) for v in route_errors])
+    warnings = [format_violation(w) for w in [*spec.warnings, *route_warnings]]
     warnings += [w for s in imported.values() for w in s.warnings]
     return Prepared(
         spec=spec,
         stacks=stacks,
-        routes=routes_of(spec, stacks),
+        routes=routes,
         warnings=list(dict.fromkeys(warnings)),
         branch=branch_metadata(template, stack, now),
     )

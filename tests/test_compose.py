@@ -179,7 +179,9 @@ WEB3 = "services:\n  web:\n    image: nginx\n    deploy: {replicas: 3}\n"
 def test_compose_replicas_make_check_uri_mandatory(tmp_path: Path):
     project = _project(tmp_path, WEB3)
     raw = _estate({"services": {"web": {"dns_names": ["app.dev.localhost"], "http_port": 80}}})
-    assert _problems(raw, project) == [
+    with pytest.raises(EstateConfigError) as info:
+        prepare(raw, project, "dev")
+    assert info.value.problems == [
         "swarm-estate:estate.stacks.app.services.web.check_uri: 3 replicas (from stacks/app/docker-compose.yml) "
         "need a health-check URI, or HAProxy keeps sending requests to a replica that is down"
     ]
@@ -241,11 +243,13 @@ def test_secret_from_stack_config_and_outside_domain_warning(tmp_path: Path):
     raw = _estate(
         {"secrets": {"token": "appToken"}, "services": {"web": {"dns_names": ["www.example.com"], "http_port": 80}}}
     )
-    stack = import_stacks(load_estate(raw), project)["app"]
-    assert stack.secrets["token"].config_key == "appToken"
-    assert any(
-        "www.example.com is outside dev.localhost: set _acme-challenge.www.example.com" in w for w in stack.warnings
-    )
+    prepared = prepare(raw, project, "dev")
+    assert prepared.stacks["app"].secrets["token"].config_key == "appToken"
+    assert (
+        "swarm-estate:estate.stacks.app.services.web.dns_names[0]: www.example.com is outside dev.localhost: "
+        "set _acme-challenge.www.example.com as a CNAME into dev.localhost's ACME zone, or no valid certificate "
+        "can be issued"
+    ) in prepared.warnings
 
 
 def test_platform_stack_names_are_reserved_when_enabled():

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from google.protobuf import json_format
 
-from components.model import EstateSpec, Route, load_estate
+from components.model import EstateSpec, Route, format_violation, load_estate
 from components.render.l7 import (
     CERT_DIR,
     CONFIG_PATH,
@@ -396,11 +396,13 @@ def test_dev_generates_its_certificate_once_as_a_secret() -> None:
 
 
 def test_update_delay_shorter_than_the_l4_checks_is_flagged() -> None:
-    from components.l7 import _update_delay_warning
+    def warned(spec: EstateSpec) -> list[str]:
+        return [format_violation(w) for w in spec.warnings if w.path == ("l7", "update_delay")]
 
-    assert _update_delay_warning(estate({"update_delay": "1s"})) is None  # no L4 pair: nothing to wait for
-    assert _update_delay_warning(estate({"update_delay": "10s"}, l4=True)) is None  # L4 default: 1s x (1+1)
-    assert "update_delay 2s" in (_update_delay_warning(estate({"update_delay": "2s"}, l4=True)) or "")
+    assert warned(estate({"update_delay": "1s"})) == []  # no L4 pair: nothing to wait for
+    assert warned(estate({"update_delay": "10s"}, l4=True)) == []  # L4 default: 1s x (1+1)
+    (warning,) = warned(estate({"update_delay": "2s"}, l4=True))
+    assert warning.startswith("swarm-estate:estate.l7.update_delay: 2s is not longer than the 2000 ms")
 
 
 @pytest.mark.skipif(not schema_check.available(), reason="provider schemas (../shared/provider-schemas) not present")

@@ -8,15 +8,17 @@ from typing import Any
 import pytest
 
 from components.model import EstateConfigError, load_estate
-from tests.conftest import config_for, estate_of
+from components.prepare import prepare
+from tests.conftest import ROOT, config_for, estate_of
 from tools.synth import FakeEngine, RecordingMonitor
 
 P = "swarm-estate:estate"
 
 
 def rejected(estate: dict[str, Any]) -> list[str]:
+    """Every rule, the model's own and those that need the compose files (routes), as the program meets them."""
     with pytest.raises(EstateConfigError) as info:
-        load_estate(estate)
+        prepare(estate, ROOT, "test")
     return info.value.problems
 
 
@@ -115,12 +117,13 @@ def test_sticky_mode_valid(prod_estate):
 
 def test_replicated_service_needs_check_uri(prod_estate):
     del prod_estate["stacks"]["conductor"]["services"]["conductor-ui"]["check_uri"]
-    assert_rule(prod_estate, "stacks.conductor.services.conductor-ui.check_uri", "2 replicas need a health-check URI")
+    assert_rule(prod_estate, "stacks.conductor.services.conductor-ui.check_uri",
+                "2 replicas (set here) need a health-check URI")
 
 
 def test_single_replica_needs_no_check_uri(prod_estate):
     del prod_estate["stacks"]["stager"]["services"]["ui"]["check_uri"]
-    load_estate(prod_estate)
+    assert prepare(prod_estate, ROOT, "prod").routes
 
 
 @pytest.mark.parametrize("port", [0, 70000])

@@ -26,6 +26,7 @@ from components.platform_stacks import platform_stacks
 from components.render.compose import config_names, render_compose
 from tests.conftest import ROOT, estate_of
 from tests.harness import Engine
+from tests.harness.estates import free_ports
 from tests.test_stacks import deploy
 from tools.images import busybox_image
 
@@ -45,7 +46,9 @@ RUNNING_TIMEOUT_S = 90
 def engine() -> Iterator[Engine]:
     eng = Engine.start()
     try:
-        eng.run("swarm", "init", "--advertise-addr", "127.0.0.1")
+        # A free port, not 2377: another swarm on this machine (a dev estate's engine) must not break the suite.
+        (port,) = free_ports(1)
+        eng.run("swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", f"127.0.0.1:{port}")
         eng.run("network", "create", "-d", "overlay", "--attachable", "haproxy-public")
         yield eng
     finally:

@@ -99,6 +99,7 @@ def apply_estate(
         configs=dict(compose.configs),
         secrets=secrets,
         warnings=tuple(ctx.warnings),
+        config_path=("stacks", name),
     )
     return imported, []
 
@@ -141,13 +142,6 @@ def _route(ctx: _Context, networks: dict[str, NetworkSpec]) -> dict[str, Service
             ctx.config_error((*path, "replicas"), f"{svc_name} is a global service (one task per node)")
         changes: dict[str, object] = {"routing": routing, "replicas": replicas}
         if routing.dns_names:
-            effective = len(ctx.spec.nodes) if service.mode == "global" else (replicas or 1)
-            if effective > 1 and routing.check_uri is None:
-                ctx.config_error(
-                    (*path, "check_uri"),
-                    f"{effective} replicas (from {ctx.file}) need a health-check URI, or HAProxy keeps sending "
-                    "requests to a replica that is down",
-                )
             port = routing.http_port or _compose_port(service)
             if port is None:
                 ctx.config_error(
@@ -167,12 +161,6 @@ def _route(ctx: _Context, networks: dict[str, NetworkSpec]) -> dict[str, Service
             nets = {**service.effective_networks()}
             nets.setdefault(public_key, ())
             changes.update(networks=nets, endpoint_mode="dnsrr", ports=(), route_port=port)
-            for i, dns in enumerate(routing.dns_names):
-                if not (dns == ctx.spec.domain or dns.endswith("." + ctx.spec.domain)):
-                    ctx.warnings.append(
-                        f"{config_path(('stacks', ctx.name, *path, 'dns_names', i))}: {dns} is outside "
-                        f"{ctx.spec.domain}: set _acme-challenge.{dns} as a CNAME into {ctx.spec.domain}'s ACME zone"
-                    )
         services[svc_name] = dataclasses.replace(service, **changes)  # type: ignore[arg-type]
     return services
 
@@ -273,6 +261,12 @@ def routes_of(spec: EstateSpec, stacks: dict[str, ImportedStack]) -> list[Route]
             if routing is None or not routing.dns_names or service.route_port is None:
                 continue
             replicas = len(spec.nodes) if service.mode == "global" else (service.replicas or 1)
+            if service.mode == "global":
+                replicas_from = "global mode: one per node"
+            elif routing.replicas is not None:
+                replicas_from = "set here"
+            else:
+                replicas_from = f"from {stack.file}"
             out.append(
                 Route(
                     stack=stack.name,
@@ -281,6 +275,8 @@ def routes_of(spec: EstateSpec, stacks: dict[str, ImportedStack]) -> list[Route]
                     port=service.route_port,
                     replicas=replicas,
                     routing=routing,
+                    path=stack.routing_path(service.name),
+                    replicas_from=replicas_from,
                 )
             )
     return out

@@ -220,6 +220,12 @@ class ImportedStack:
     configs: dict[str, ConfigSpec]
     secrets: dict[str, SecretSpec]
     warnings: tuple[str, ...] = ()
+    # where the stack config declares its routing: ("stacks", <name>) for an application stack, ("registry",) or
+    # ("portainer",) for a platform stack
+    config_path: tuple[str | int, ...] = ()
+
+    def routing_path(self, service: str) -> tuple[str | int, ...]:
+        return (*self.config_path, "services", service) if self.config_path[:1] == ("stacks",) else self.config_path
 
     def private_networks(self) -> dict[str, NetworkSpec]:
         used = {n for s in self.services.values() for n in s.effective_networks()}

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from .base import DnsName, Name, Strict, Violation, raise_if_any
+from .base import DnsName, Name, Strict, Violation, duration_ms, raise_if_any
 from .branch import BranchSettings, template_rules
 from .hosts import (
     Availability,
@@ -125,10 +125,8 @@ class EstateSpec(Strict):
             errors += template_rules(self)
         errors += self._check_references()
         errors += self._check_ports()
-        dns_errors, dns_warnings = self._check_dns_names()
-        errors += dns_errors
-        warnings += dns_warnings
-        errors += _check_replicated_routes(self.stacks)
+        errors += self._check_dns_names()
+        warnings += self._check_l7_update_delay()
         raise_if_any(errors)
         self._warnings = warnings
         return self
@@ -346,8 +344,8 @@ class EstateSpec(Strict):
                 taken[port] = what
         return out
 
-    def _check_dns_names(self) -> tuple[list[Violation], list[Violation]]:
-        errors, warnings = [], []
+    def _check_dns_names(self) -> list[Violation]:
+        errors = []
         claims: list[tuple[str, str, tuple[str | int, ...]]] = []
         for stack, spec in self.stacks.items():
             for service, routing in spec.services.items():
@@ -364,15 +362,20 @@ class EstateSpec(Strict):
             if len(owners[dns]) > 1:
                 owned_by = " and ".join(owners[dns])
                 errors.append(Violation(path, f"{dns} is claimed by {owned_by}; a name routes to one service"))
-            if not (dns == self.domain or dns.endswith("." + self.domain)):
-                warnings.append(
-                    Violation(
-                        path,
-                        f"{dns} is outside {self.domain}: set _acme-challenge.{dns} as a CNAME into "
-                        f"{self.domain}'s ACME zone, or no valid certificate can be issued",
-                    )
-                )
-        return errors, warnings
+        return errors
+
+    def _check_l7_update_delay(self) -> list[Violation]:
+        """Each L7 task stops before its replacement starts (host-mode ports cannot be shared), so the pause before
+        the next task must outlast the L4 pair noticing the node down and back up."""
+        if not self.l4.enabled:
+            return []
+        check = self.l4.check
+        needed = duration_ms(check.inter) * (check.fall + check.rise)
+        if duration_ms(self.l7.update_delay) > needed:
+            return []
+        return [Violation(("l7", "update_delay"), f"{self.l7.update_delay} is not longer than the {needed} ms the L4 "
+                          "checks need to take an L7 node out and put it back; a rolling update could stop two L7 "
+                          "nodes the L4 pair still sends to")]
 
 
 def _check_manager_count(count: int) -> list[Violation]:
@@ -386,21 +389,6 @@ def _check_manager_count(count: int) -> list[Violation]:
         failures = "any failure" if tolerated == 0 else f"more failures than {count - 1} would"
         return [Violation(path, f"{count} managers cannot tolerate {failures}; use 1, 3, 5 or 7")]
     return []
-
-
-def _check_replicated_routes(stacks: dict[str, StackSpec]) -> list[Violation]:
-    out = []
-    for stack, spec in stacks.items():
-        for service, routing in spec.services.items():
-            if (routing.replicas or 1) > 1 and routing.check_uri is None:
-                out.append(
-                    Violation(
-                        ("stacks", stack, "services", service, "check_uri"),
-                        f"{routing.replicas} replicas need a health-check URI, or HAProxy keeps sending "
-                        "requests to a replica that is down",
-                    )
-                )
-    return out
 
 
 def _has_labels(labels: dict[str, str], wanted: dict[str, str]) -> bool:
