@@ -17,10 +17,11 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from .compose.spec import AUTONAME_SUFFIX, STACK_LABEL, content_digest, content_name, go_duration, swarm_secret_prefix
+from .compose.spec import AUTONAME_SUFFIX, STACK_LABEL, content_digest, content_name, swarm_secret_prefix
 from .config_secrets import SecretSource
-from .model import EstateSpec, Route, duration_ms
+from .model import EstateSpec, Route
 from .render.l7 import CERT_DIR, CONFIG_PATH, render_l7_config
+from .units import duration_ms, go_duration, parse_duration
 
 __all__ = ["L7", "L7Args", "healthcheck_command", "render_l7_config", "self_signed_command"]
 
@@ -40,11 +41,6 @@ class L7Args:
 
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
-
-
-def _go_duration(value: str) -> str:
-    """Model durations (which allow `d`) as the Go durations the Docker API takes."""
-    return go_duration(duration_ms(value) * 1_000_000)
 
 
 def self_signed_command(domain: str) -> str:
@@ -136,7 +132,7 @@ class L7(pulumi.ComponentResource):
         if l7.stats.enabled and l7.stats.publish:
             ports.append((l7.stats.port, "stats"))
         ((label_key, label_value),) = l7.node_label.items()
-        delay = _go_duration(l7.update_delay)
+        delay = go_duration(parse_duration(l7.update_delay, days=True))
 
         service = docker.Service(
             f"{name}-service",

@@ -25,13 +25,13 @@ from .compose.spec import (
     VolumeSpec,
     content_digest,
     content_name,
-    go_duration,
     swarm_secret_prefix,
 )
 from .config_secrets import SecretSource
 from .model import EstateSpec
 from .render.compose import render_compose
 from .swarm import ipam_config
+from .units import go_duration
 
 __all__ = ["AppStack", "AppStackArgs", "content_name"]
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from components.compose.spec import ComposeFile, ServiceSpec, parse_duration
+from components.compose.spec import ComposeFile, ServiceSpec
+from components.units import parse_duration
 
 
 def _docker_cli() -> str:

@@ -16,10 +16,10 @@ import yaml
 
 from components.compose.apply import import_stacks, routes_of
 from components.compose.parse import parse_compose
-from components.compose.spec import go_duration, parse_bytes, parse_duration
 from components.model import EstateConfigError, load_estate
 from components.platform_stacks import platform_stacks
 from components.prepare import prepare
+from components.units import go_duration, parse_bytes, parse_duration
 from tests.compose_support import assert_same_as_docker, docker_stack_config
 from tests.conftest import ROOT, estate_of
 
@@ -102,6 +102,13 @@ def test_unset_variable_without_default_names_file_service_and_key(tmp_path: Pat
 def test_durations_follow_go(text: str, ns: int, go: str):
     assert parse_duration(text) == ns
     assert go_duration(ns) == go
+
+
+def test_days_are_not_go():
+    """Compose files follow Go, which has no `d`; only the model's HAProxy-format durations take days."""
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration("1d")
+    assert parse_duration("1d", days=True) == 86_400 * 10**9
 
 
 def test_sizes_are_binary_multiples_like_docker():

@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
-from components.model import EstateSpec, duration_ms, load_estate
+from components.model import EstateSpec, load_estate
 from components.render.l7 import pickup_bound_ms
+from components.units import duration_ms
 from tests.harness import Engine, free_subnet
 from tests.harness.estates import LocalImages, local_dev, stack_estate
 from tests.harness.probe import Rotation, Swarm, task_time, wait_until

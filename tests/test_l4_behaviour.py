@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from components.model import duration_ms
 from components.render.l4 import L4Backend, render_haproxy
+from components.units import duration_ms
 from tests.hosts_support import free_port, free_port_on, prod_raw, run_tool, spec_of, tool
 
 pytestmark = pytest.mark.slow

@@ -249,3 +249,10 @@ def test_managers_spread_round_robin(prod_estate):
 def test_live_restore_is_refused_in_swarm_mode(prod_estate):
     prod_estate["engine"]["live_restore"] = True
     assert_rule(prod_estate, "engine.live_restore", "incompatible with swarm mode")
+
+
+@pytest.mark.parametrize("value", ["1m30s", "2 s", "-1s", "1.5s", "soon"])
+def test_durations_are_haproxy_times(prod_estate, value):
+    """Model durations go verbatim into haproxy.cfg, so Go's compound form is refused with the reason."""
+    prod_estate["l7"]["update_delay"] = value
+    assert_rule(prod_estate, "l7.update_delay", "write a whole number with ms, s, m, h or d")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from components.model import duration_ms
+from components.units import duration_ms
 from tools.synth import SynthResult
 
 

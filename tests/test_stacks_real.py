@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 
 from components.compose.apply import import_stacks
-from components.compose.spec import ImportedStack, parse_duration
+from components.compose.spec import ImportedStack
 from components.model import load_estate
 from components.platform_stacks import platform_stacks
 from components.render.compose import config_names, render_compose
+from components.units import parse_duration
 from tests.conftest import ROOT, estate_of
 from tests.harness import Engine
 from tests.harness.estates import free_ports

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from .spec import FileRef, Healthcheck, Logging, MountSpec, PortSpec, ServiceSpec, parse_bytes
+from ..units import parse_bytes
+from .spec import FileRef, Healthcheck, Logging, MountSpec, PortSpec, ServiceSpec
 from .values import (
     Err,
     durations,

@@ -6,14 +6,8 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
-from .spec import (
-    Resources,
-    RestartPolicy,
-    UpdateConfig,
-    parse_bytes,
-    parse_duration,
-    parse_nano_cpus,
-)
+from ..units import parse_bytes, parse_duration, parse_nano_cpus
+from .spec import Resources, RestartPolicy, UpdateConfig
 
 Err = Callable[[str], None]
 

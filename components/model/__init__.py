@@ -7,7 +7,7 @@ from typing import Any
 from pulumi.errors import RunError
 from pydantic import ValidationError
 
-from .base import CONFIG_NAMESPACE, ESTATE_KEY, RuleViolations, Violation, config_path, duration_ms
+from .base import CONFIG_NAMESPACE, ESTATE_KEY, RuleViolations, Violation, config_path
 from .estate import EstateSpec, Node
 from .hosts import NfsExport, NodeGroup
 from .proxy import L4Spec, L7Spec, Overlay
@@ -30,7 +30,6 @@ __all__ = [
     "StackSpec",
     "Violation",
     "config_path",
-    "duration_ms",
     "format_violation",
     "load_estate",
 ]

@@ -9,7 +9,8 @@ from typing import Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from .base import DnsName, Name, Strict, Violation, duration_ms, raise_if_any
+from ..units import duration_ms
+from .base import DnsName, Name, Strict, Violation, raise_if_any
 from .branch import BranchSettings, template_rules
 from .hosts import (
     Availability,

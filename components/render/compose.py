@@ -12,15 +12,8 @@ from typing import Any
 
 import yaml
 
-from ..compose.spec import (
-    ImportedStack,
-    MountSpec,
-    Resources,
-    ServiceSpec,
-    UpdateConfig,
-    content_name,
-    go_duration,
-)
+from ..compose.spec import ImportedStack, MountSpec, Resources, ServiceSpec, UpdateConfig, content_name
+from ..units import go_duration
 
 
 def config_names(stack: ImportedStack) -> dict[str, str]:

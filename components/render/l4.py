@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model import EstateSpec, duration_ms
+from ..model import EstateSpec
+from ..units import duration_ms
 from .cloudinit import HostFile, HostProfile, Service
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"

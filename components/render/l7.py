@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..model import EstateSpec, Route, duration_ms
+from ..model import EstateSpec, Route
 from ..model.proxy import RateLimit
+from ..units import duration_ms
 
 # Paths inside the official haproxy image: its CMD reads CONFIG_PATH; the certificate
 # directory is ours (swarm secrets are mounted there) and HAProxy loads every PEM in it.
