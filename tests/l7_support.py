@@ -22,8 +22,7 @@ import ssl
 import struct
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,6 +33,7 @@ import pulumi_docker as docker
 
 from components.model import CONFIG_NAMESPACE, EstateSpec, Route, Routing, load_estate
 from components.render.l7 import CERT_DIR, DOCKER_DNS
+from tests.harness.wait import wait_until
 from tests.hosts_support import free_port_on, tool
 from tools.synth import RecordingMonitor, SynthResult, run_function
 
@@ -58,23 +58,6 @@ def _check_command(path: Path) -> list[str]:
     check = [tool("haproxy"), "-c", "-f", str(path)]
     ip = _netns_ip()
     return ["unshare", "-rn", "sh", "-c", f"{ip} link set lo up && exec {shlex.join(check)}"] if ip else check
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (OSError, http.client.HTTPException) as exc:
-            last_error = exc
-        time.sleep(every)
-    raise AssertionError(
-        f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_error})" if last_error else "")
-    )
 
 
 def self_signed_pem(directory: Path, names: list[str]) -> Path:
@@ -349,7 +332,7 @@ class Haproxy:
 def running_haproxy(text: str, directory: Path, stats_port: int, http_port: int) -> Iterator[Haproxy]:
     proxy = Haproxy(text, directory, stats_port)
     try:
-        wait_until(lambda: proxy.alive() and _listening(http_port), 15, "haproxy to listen")
+        wait_until(lambda: proxy.alive() and _listening(http_port), 15, "haproxy to listen", every=0.05)
         yield proxy
     except BaseException:
         print(proxy.log()[-4000:])

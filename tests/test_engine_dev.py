@@ -23,8 +23,9 @@ import pytest
 from components.model import EstateSpec, load_estate
 from tests.harness import Engine, free_subnet
 from tests.harness.estates import LocalImages, changed_keys, local_dev, stack_estate
-from tests.harness.probe import Rotation, Swarm, request, wait_until
+from tests.harness.probe import Rotation, Swarm, request
 from tests.harness.pulumi import Plan, PulumiStack
+from tests.harness.wait import wait_until
 from tests.loadgen import Load, Target
 
 pytestmark = pytest.mark.slow

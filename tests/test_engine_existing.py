@@ -22,8 +22,9 @@ from components.render.cloudinit import READY_MARKER
 from tests.harness import Engine, Lab, free_subnet
 from tests.harness.estates import LocalImages, stack_estate
 from tests.harness.hosts import OPS_USER, host_image
-from tests.harness.probe import Swarm, request, wait_until
+from tests.harness.probe import Swarm, request
 from tests.harness.pulumi import PulumiStack
+from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.slow
 

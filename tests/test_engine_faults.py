@@ -27,8 +27,9 @@ from components.render.l7 import pickup_bound_ms
 from components.units import duration_ms
 from tests.harness import Engine, free_subnet
 from tests.harness.estates import LocalImages, local_dev, stack_estate
-from tests.harness.probe import Rotation, Swarm, task_time, wait_until
+from tests.harness.probe import Rotation, Swarm, task_time
 from tests.harness.pulumi import PulumiStack
+from tests.harness.wait import wait_until
 from tests.loadgen import Load, LoadResult, Target, get
 from tools.images import image_id
 
@@ -108,7 +109,13 @@ def build_estate(workdir: Path) -> Estate:
         stack = PulumiStack.create(workdir, "dev", {"swarm-estate:estate": estate})
         stack.up()
         built = Estate(engine, images, stack, estate)
-        wait_for(lambda: len(built.swarm.running_tasks(SERVICE)) == 2, SETTLE_S, "two demo replicas")
+        wait_until(
+            lambda: len(built.swarm.running_tasks(SERVICE)) == 2,
+            SETTLE_S,
+            "two demo replicas",
+            every=0.2,
+            retry_on=(Exception,),
+        )
         built.rotation().wait(lambda c: all(v == 2 for v in c.values()), SETTLE_S, "both replicas UP on both L7s")
         return built
     except BaseException:
@@ -125,11 +132,6 @@ def destroy(engine: Engine, stack: PulumiStack | None) -> None:
 
 
 # --- looking at it ---------------------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
-    # an engine briefly not answering is retried until the bound, whatever it raises
-    return wait_until(predicate, timeout, what, every, retry_on=(Exception,))
 
 
 def running_ids(estate: Estate, service: str) -> dict[str, dict[str, Any]]:
@@ -182,10 +184,12 @@ def replica_loss(estate: Estate) -> dict[str, Any]:
     killed = time.time()
     estate.swarm.node_docker(node, "kill", victim["Status"]["ContainerStatus"]["ContainerID"])
     out_at = rotation.wait(lambda c: all(v < replicas for v in c.values()), 30, "the dead replica out of rotation")
-    new = wait_for(
+    new = wait_until(
         lambda: [t for i, t in running_ids(estate, SERVICE).items() if i not in before],
         60,
         "the swarm's replacement running",
+        every=0.2,
+        retry_on=(Exception,),
     )[0]
     in_at = rotation.wait(lambda c: all(v == replicas for v in c.values()), 30, "the replacement in rotation")
     result = cooled_down(stream)
@@ -248,7 +252,13 @@ def l7_config_change(estate: Estate) -> dict[str, Any]:
     estate.update(changed)
     done = wait_rolled(estate, L7_SERVICE, ROLL_S)
     for ep in estate.entrypoints:
-        wait_for(lambda ep=ep: get(ep, NEW_HOST, "/hostname")[0] == 200, 30, f"{NEW_HOST} answering on {ep}")
+        wait_until(
+            lambda ep=ep: get(ep, NEW_HOST, "/hostname")[0] == 200,
+            30,
+            f"{NEW_HOST} answering on {ep}",
+            every=0.2,
+            retry_on=(Exception,),
+        )
     for stream in plain + retrying:
         warmed_up(stream)  # a few more answers after the roll, on every stream
     for stream in plain + retrying:
@@ -275,11 +285,23 @@ def manager_loss(estate: Estate) -> dict[str, Any]:
     victim = estate.spec.managers[-1].name  # not the first: the program's swarm endpoint lives there
     stream = warmed_up(load(estate))
     estate.engine.run("stop", "-t", "10", estate.container(victim), timeout=60)
-    wait_for(lambda: estate.swarm.nodes()[victim]["Status"]["State"] == "down", 60, f"{victim} seen down")
+    wait_until(
+        lambda: estate.swarm.nodes()[victim]["Status"]["State"] == "down",
+        60,
+        f"{victim} seen down",
+        every=0.2,
+        retry_on=(Exception,),
+    )
     replicas = estate.service(SERVICE)["Spec"]["Mode"]["Replicated"]["Replicas"]
     estate.swarm.scale(SERVICE, replicas + 1)
     try:
-        wait_for(lambda: len(estate.swarm.running_tasks(SERVICE)) == replicas + 1, 90, "the scale-up running")
+        wait_until(
+            lambda: len(estate.swarm.running_tasks(SERVICE)) == replicas + 1,
+            90,
+            "the scale-up running",
+            every=0.2,
+            retry_on=(Exception,),
+        )
         scheduled = True
     except AssertionError:
         scheduled = False
@@ -290,7 +312,7 @@ def manager_loss(estate: Estate) -> dict[str, Any]:
         node = estate.swarm.nodes()[victim]
         return node["Status"]["State"] == "ready" and node.get("ManagerStatus", {}).get("Reachability") == "reachable"
 
-    wait_for(rejoined, 120, f"{victim} ready and reachable again")
+    wait_until(rejoined, 120, f"{victim} ready and reachable again", every=0.2, retry_on=(Exception,))
     back = time.time()
     result = cooled_down(stream)
     return {
@@ -305,10 +327,12 @@ def manager_loss(estate: Estate) -> dict[str, Any]:
 def scale_out(estate: Estate) -> dict[str, Any]:
     """Add a worker (a config change and `pulumi up`) and raise the demo service's replicas by one."""
     estate.update(with_extra_worker(estate.estate))
-    wait_for(
+    wait_until(
         lambda: estate.swarm.nodes().get(EXTRA_WORKER, {}).get("Status", {}).get("State") == "ready",
         60,
         f"{EXTRA_WORKER} ready",
+        every=0.2,
+        retry_on=(Exception,),
     )
     rotation = estate.rotation()
     before = running_ids(estate, SERVICE)
@@ -321,10 +345,12 @@ def scale_out(estate: Estate) -> dict[str, Any]:
         for node in others:
             estate.swarm.set_availability(node.name, "pause")
         estate.swarm.scale(SERVICE, replicas + 1)
-        new = wait_for(
+        new = wait_until(
             lambda: [t for i, t in running_ids(estate, SERVICE).items() if i not in before],
             60,
             "the new replica running",
+            every=0.2,
+            retry_on=(Exception,),
         )[0]
     finally:
         for node in others:

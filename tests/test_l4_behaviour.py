@@ -20,6 +20,7 @@ import pytest
 
 from components.render.l4 import L4Backend, render_haproxy
 from components.units import duration_ms
+from tests.harness.wait import wait_until
 from tests.hosts_support import free_port, free_port_on, prod_raw, run_tool, spec_of, tool
 
 pytestmark = pytest.mark.slow
@@ -55,15 +56,6 @@ def _backend_config(name: str, address: str, port: int, pem: Path) -> str:
             "",
         ]
     )
-
-
-def _wait_until(predicate, bound: float, what: str) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < bound:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {bound}s")
 
 
 def _server_rows(stats_socket: Path) -> dict[str, dict[str, str]]:
@@ -154,12 +146,13 @@ def l4(tmp_path: Path) -> Iterator[L4Under]:
         lb = _start([haproxy, "-db", "-f", str(tmp_path / "l4.cfg")], tmp_path / "l4.log")
         started.append(lb)
         stats = tmp_path / "admin.sock"
-        _wait_until(lambda: stats.exists() or _exited(started), STARTUP_BOUND, "the L4 stats socket appearing")
+        wait_until(lambda: stats.exists() or _exited(started), STARTUP_BOUND, "the L4 stats socket appearing", 0.05)
         assert not _exited(started), _errors(sorted(tmp_path.glob("*.log")))
-        _wait_until(
+        wait_until(
             lambda: set(_server_status(stats).values()) == {"UP"} and len(_server_status(stats)) == 2,
             STARTUP_BOUND,
             "both L7 backends being UP",
+            0.05,
         )
         yield L4Under(
             http_port, https_port, stats, duration_ms(spec.l4.check.inter), spec.l4.check.fall, procs
@@ -214,9 +207,9 @@ def test_a_stopped_backend_is_taken_out_within_the_check_interval(l4: L4Under) -
     stopped_at = time.monotonic()
     _stop(l4.backends[first])
     bound = l4.check_inter_ms * l4.check_fall / 1000 + 1.0  # one check interval per allowed failure, plus slack
-    taken_out = _wait_until(
-        lambda: _server_status(l4.stats_socket).get(first) == "DOWN", bound + 2, f"{first} marked DOWN"
-    )
+    started = time.monotonic()
+    wait_until(lambda: _server_status(l4.stats_socket).get(first) == "DOWN", bound + 2, f"{first} marked DOWN", 0.05)
+    taken_out = time.monotonic() - started
     assert taken_out <= bound, f"{first} taken out after {taken_out:.2f}s, check allows {bound:.2f}s"
     other = _https_get(l4.https_port, source).split()[0].removeprefix("backend=")
     assert other != first

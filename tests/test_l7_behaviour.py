@@ -23,6 +23,7 @@ import pytest
 from components.l7 import healthcheck_command
 from components.model import EstateSpec
 from components.render.l7 import pickup_bound_ms, render_l7_config
+from tests.harness.wait import wait_until
 from tests.hosts_support import free_port
 from tests.l7_support import (
     Backend,
@@ -36,7 +37,6 @@ from tests.l7_support import (
     running_haproxy,
     self_signed_pem,
     start_backends,
-    wait_until,
 )
 
 pytestmark = pytest.mark.slow  # real HAProxy, real traffic
@@ -112,7 +112,12 @@ def l7(tmp_path_factory: pytest.TempPathFactory, cert_dir: Path) -> Iterator[Run
         with running_haproxy(text, tmp_path_factory.mktemp("l7"), stats, http) as proxy:
             for service in SERVICES:
                 expected = len(addresses(backends[service]))
-                wait_until(lambda s=service, n=expected: len(proxy.up_servers(f"t_{s}")) == n, 15, f"t_{service} UP")
+                wait_until(
+                    lambda s=service, n=expected: len(proxy.up_servers(f"t_{s}")) == n,
+                    15,
+                    f"t_{service} UP",
+                    every=0.05,
+                )
             yield Running(spec, proxy, dns, backends, http, https)
     finally:
         dns.close()
@@ -207,12 +212,14 @@ def test_failing_replica_is_taken_out_and_put_back(l7: Running) -> None:
     inter = 0.3
     a.healthy = False
     start = time.monotonic()
-    wait_until(lambda: len(l7.proxy.up_servers("t_health")) == 1, inter * CHECK["fall"] + 2, "health-a out")
+    wait_until(lambda: len(l7.proxy.up_servers("t_health")) == 1, inter * CHECK["fall"] + 2, "health-a out", every=0.05)
     out = time.monotonic() - start
     assert Counter(served_by(request(l7.https, host("health"), tls=True)) for _ in range(8)) == {"health-b": 8}
     a.healthy = True
     start = time.monotonic()
-    wait_until(lambda: len(l7.proxy.up_servers("t_health")) == 2, inter * CHECK["rise"] + 2, "health-a back")
+    wait_until(
+        lambda: len(l7.proxy.up_servers("t_health")) == 2, inter * CHECK["rise"] + 2, "health-a back", every=0.05
+    )
     back = time.monotonic() - start
     assert {served_by(request(l7.https, host("health"), tls=True)) for _ in range(4)} == {"health-a", "health-b"}
     print(f"check URI failing -> out of rotation in {out:.2f}s, recovered -> back in {back:.2f}s")
@@ -236,7 +243,7 @@ def test_new_dns_address_gets_traffic_within_the_documented_time(l7: Running) ->
     # and a task that leaves Docker's DNS leaves the rotation as fast
     l7.dns.set("t_scale", [b.address])
     start = time.monotonic()
-    wait_until(lambda: len(l7.proxy.up_servers("t_scale")) == 1, bound + 0.5, "scale-a to leave")
+    wait_until(lambda: len(l7.proxy.up_servers("t_scale")) == 1, bound + 0.5, "scale-a to leave", every=0.05)
     assert time.monotonic() - start <= bound
     assert {served_by(request(l7.https, host("scale"), tls=True)) for _ in range(4)} == {"scale-b"}
 
@@ -305,7 +312,7 @@ def test_proxy_protocol_is_accepted_when_an_l4_pair_is_in_front(tmp_path: Path, 
         routes = [route("t", "web", [host("web")], backend.port, 1, check_uri="/health")]
         text = loopback_config(render_l7_config(spec, routes), dns.port, cert_dir)
         with running_haproxy(text, tmp_path, stats, plain_port) as proxy:
-            wait_until(lambda: proxy.up_servers("t_web"), 15, "t_web UP")
+            wait_until(lambda: proxy.up_servers("t_web"), 15, "t_web UP", every=0.05)
             reply = proxied_request(tls_port, host("web"), "198.51.100.7", tls=True)
             assert served_by(reply) == "l4-a"
             assert backend.requests[-1]["headers"]["x-forwarded-for"] == "198.51.100.7"  # the client, not the L4 node

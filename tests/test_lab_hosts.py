@@ -10,7 +10,7 @@ build a 2-node swarm whose overlay network carries traffic between the hosts, th
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 
@@ -24,6 +24,7 @@ from components.swarm import init_env, join_env, parse_kv, script_command
 from tests.harness import Engine, Lab, free_subnet
 from tests.harness.hosts import HOST_PACKAGES, MASKED_UNITS, OPS_USER, host_image
 from tests.harness.lab import Node as LabNode
+from tests.harness.wait import wait_until
 from tools.images import busybox_image, image_id
 
 pytestmark = pytest.mark.slow
@@ -79,8 +80,9 @@ class Estate:
         spec = existing_estate(self.spec.node_network.subnet, install) if install != "preinstalled" else self.spec
         node = next(n for n in spec.nodes if n.name == name)
         env = bootstrap_environment(spec, docker_host_profile(spec, node, vm=False), user=node.ssh_user)
-        result = self.host(name).ssh(root_shell(node.ssh_user), input=bootstrap_stdin(env), user=node.ssh_user,
-                                     timeout=300)
+        result = self.host(name).ssh(
+            root_shell(node.ssh_user), input=bootstrap_stdin(env), user=node.ssh_user, timeout=300
+        )
         return result.stdout.strip(), env
 
 
@@ -99,8 +101,12 @@ def estate() -> Iterator[Estate]:
         spec = existing_estate(subnet)
         lab = Lab(engine, image, subnet, engine.root / "lab", prefix="seh", systemd=True)
         booted = time.monotonic()
-        nodes = [lab.add_node(name, str(spec_node.address), wait=False)
-                 for name in HOSTS for spec_node in spec.nodes if spec_node.name == name]
+        nodes = [
+            lab.add_node(name, str(spec_node.address), wait=False)
+            for name in HOSTS
+            for spec_node in spec.nodes
+            if spec_node.name == name
+        ]
         for node in nodes:
             node.wait_ssh()
         timings["boot to sshd"] = time.monotonic() - booted
@@ -111,17 +117,6 @@ def estate() -> Iterator[Estate]:
         yield Estate(spec=spec, lab=lab, timings=timings)
     finally:
         engine.stop()
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float = SETTLE_TIMEOUT_S) -> object:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def test_the_image_holds_every_package_the_bootstrap_checks_for() -> None:
@@ -209,11 +204,15 @@ def test_bootstrap_renames_a_host_whose_name_differs_from_the_model(estate: Esta
 def test_two_hosts_make_a_swarm_whose_overlay_carries_traffic(estate: Estate) -> None:
     manager, worker = estate.model("manager1"), estate.model("worker1")
     first, second = estate.host("manager1"), estate.host("worker1")
-    tokens = parse_kv(first.ssh(script_command("swarm-init.sh", init_env(estate.spec, manager)),
-                                user=manager.ssh_user).stdout)
+    tokens = parse_kv(
+        first.ssh(script_command("swarm-init.sh", init_env(estate.spec, manager)), user=manager.ssh_user).stdout
+    )
     estate.cluster_id = tokens["cluster_id"]
-    join = {**join_env(estate.spec, worker, manager), "JOIN_TOKEN": tokens["worker_token"],
-            "CLUSTER_ID": estate.cluster_id}
+    join = {
+        **join_env(estate.spec, worker, manager),
+        "JOIN_TOKEN": tokens["worker_token"],
+        "CLUSTER_ID": estate.cluster_id,
+    }
     second.ssh(script_command("swarm-join.sh", join), user=worker.ssh_user)
     states = first.docker("node", "ls", "--format", "{{.Hostname}} {{.Status}}").stdout.split("\n")
     assert sorted(s for s in states if s) == ["manager1 Ready", "worker1 Ready"]
@@ -223,34 +222,54 @@ def test_two_hosts_make_a_swarm_whose_overlay_carries_traffic(estate: Estate) ->
     first.docker("network", "create", "--driver", "overlay", "--attachable", "lab-overlay")
     # dnsrr: this kernel has no IPVS for a VIP. One replica per host, each serving its own hostname. httpd as
     # PID 1 ignores SIGTERM: a short grace period keeps a host's shutdown short.
-    first.docker("service", "create", "-d", "--no-resolve-image", "--name", "web", "--network", "lab-overlay",
-                 "--endpoint-mode", "dnsrr", "--replicas", "2", "--replicas-max-per-node", "1",
-                 "--stop-grace-period", "1s",
-                 image_id(estate.lab.engine, ref),
-                 "sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www")
+    first.docker(
+        "service",
+        "create",
+        "-d",
+        "--no-resolve-image",
+        "--name",
+        "web",
+        "--network",
+        "lab-overlay",
+        "--endpoint-mode",
+        "dnsrr",
+        "--replicas",
+        "2",
+        "--replicas-max-per-node",
+        "1",
+        "--stop-grace-period",
+        "1s",
+        image_id(estate.lab.engine, ref),
+        "sh",
+        "-c",
+        "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www",
+    )
 
     def running() -> list[str]:
-        lines = first.docker("service", "ps", "web", "--filter", "desired-state=running",
-                             "--format", "{{.Node}} {{.CurrentState}}").stdout.splitlines()
+        lines = first.docker(
+            "service", "ps", "web", "--filter", "desired-state=running", "--format", "{{.Node}} {{.CurrentState}}"
+        ).stdout.splitlines()
         return sorted(line.split()[0] for line in lines if line.split()[1:2] == ["Running"])
 
-    wait_for("a web task on each host", lambda: running() == ["manager1", "worker1"])
+    wait_until(lambda: running() == ["manager1", "worker1"], SETTLE_TIMEOUT_S, "a web task on each host", every=1)
     tasks = {}
     for host in (first, second):
         container = host.docker("ps", "-q", "--filter", "label=com.docker.swarm.service.name=web").stdout.strip()
-        address = host.docker("inspect", "--format", '{{(index .NetworkSettings.Networks "lab-overlay").IPAddress}}',
-                              container).stdout.strip()
+        address = host.docker(
+            "inspect", "--format", '{{(index .NetworkSettings.Networks "lab-overlay").IPAddress}}', container
+        ).stdout.strip()
         tasks[host.name] = (container, address)
     for here, there in (("manager1", "worker1"), ("worker1", "manager1")):
         container, _ = tasks[here]
         peer, address = tasks[there]
 
         def answer(container: str = container, address: str = address, here: str = here) -> str:
-            got = estate.host(here).docker("exec", container, "timeout", "10", "wget", "-qO-",
-                                           f"http://{address}:8080/", check=False, timeout=60)
+            got = estate.host(here).docker(
+                "exec", container, "timeout", "10", "wget", "-qO-", f"http://{address}:8080/", check=False, timeout=60
+            )
             return got.stdout.strip()
 
-        assert wait_for(f"{there}'s task over the overlay from {here}", answer, timeout=60) == peer
+        assert wait_until(answer, 60, f"{there}'s task over the overlay from {here}", every=1) == peer
 
 
 def test_a_restarted_host_comes_back_converged(estate: Estate) -> None:
@@ -267,5 +286,11 @@ def test_a_restarted_host_comes_back_converged(estate: Estate) -> None:
     assert estate.bootstrap("worker1")[0] == "changed: nothing"
     if estate.cluster_id:
         manager = estate.host("manager1")
-        wait_for("worker1 ready in the swarm again", lambda: manager.docker(
-            "node", "inspect", "--format", "{{.Status.State}}", "worker1").stdout.strip() == "ready")
+        wait_until(
+            lambda: (
+                manager.docker("node", "inspect", "--format", "{{.Status.State}}", "worker1").stdout.strip() == "ready"
+            ),
+            SETTLE_TIMEOUT_S,
+            "worker1 ready in the swarm again",
+            every=1,
+        )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from components.units import parse_duration
 from tests.conftest import ROOT, estate_of
 from tests.harness import Engine
 from tests.harness.estates import free_ports
+from tests.harness.wait import wait_until
 from tests.test_stacks import deploy
 from tools.images import busybox_image
 
@@ -38,7 +38,7 @@ SECOND = 10**9
 # What Swarm fills in for a field the spec leaves out (swarmkit's defaults, as inspect shows them).
 UPDATE_DEFAULTS = {"Parallelism": 1, "FailureAction": "pause", "Monitor": 5 * SECOND, "MaxFailureRatio": 0.0,
                    "Order": "stop-first", "Delay": 0}  # fmt: skip
-RESTART_DEFAULTS = {"Condition": "any", "Delay": 5 * SECOND, "MaxAttempts": 0}
+RESTART_DEFAULTS = {"Condition": "any", "Delay": 5 * SECOND, "MaxAttempts": 0, "Window": 0}
 STOP_GRACE_DEFAULT = 10 * SECOND
 RUNNING_TIMEOUT_S = 90
 
@@ -364,15 +364,12 @@ def test_demo_serves_health_to_l7_by_its_swarm_name(engine: Engine):
     stack = dataclasses.replace(import_stacks(load_estate(raw), ROOT)["demo"], name="live")
     with tempfile.TemporaryDirectory() as tmp:
         deploy_with_docker(engine, stack, Path(tmp))
-    deadline = time.monotonic() + RUNNING_TIMEOUT_S
-    states = ""
-    while time.monotonic() < deadline:
-        states = engine.run("service", "ps", "live_web", "--filter", "desired-state=running",
-                            "--format", "{{.CurrentState}}").stdout  # fmt: skip
-        if states.count("Running") == 2:  # the healthcheck passed on both replicas
-            break
-        time.sleep(1)
-    assert states.count("Running") == 2, f"demo tasks did not become healthy: {states}"
+    def states() -> str:
+        return engine.run("service", "ps", "live_web", "--filter", "desired-state=running",
+                          "--format", "{{.CurrentState}}").stdout  # fmt: skip
+
+    # the healthcheck passed on both replicas
+    wait_until(lambda: states().count("Running") == 2, RUNNING_TIMEOUT_S, "both demo tasks healthy", every=1)
     client = ["run", "--rm", "--network", "haproxy-public", image, "wget", "-q", "-O-"]
     assert engine.run(*client, "http://live_web:8080/health", timeout=60).stdout == "ok\n"
     assert "swarm-estate demo" in engine.run(*client, "http://live_web:8080/", timeout=60).stdout

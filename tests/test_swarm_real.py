@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -20,6 +20,7 @@ from components.model import EstateConfigError, EstateSpec, Node, load_estate
 from components.swarm import in_container, init_env, join_env, node_env, parse_kv, removal_env, script_command
 from tests.harness import Engine, Lab, free_subnet
 from tests.harness.lab import Node as LabNode
+from tests.harness.wait import wait_until
 from tools.images import busybox_image, node_image
 
 pytestmark = pytest.mark.slow
@@ -129,17 +130,6 @@ class Swarm:
         return sorted(line.split()[0] for line in lines if line.split()[1:2] == ["Running"])
 
 
-def wait_for(what: str, check: Callable[[], object], timeout: float = SETTLE_TIMEOUT_S) -> object:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
 @pytest.fixture(scope="module")
 def swarm() -> Iterator[Swarm]:
     engine = Engine.start()
@@ -229,14 +219,16 @@ def test_labels_are_added_and_removed_and_foreign_labels_stay(swarm: Swarm) -> N
 def test_label_constrained_dnsrr_service_lands_where_the_labels_say(swarm: Swarm) -> None:
     first = swarm.first
     swarm.service("l7probe", "--replicas", "2", "--replicas-max-per-node", "1", "--constraint", "node.labels.l7==true")
-    wait_for("l7probe on w1 and w2", lambda: swarm.task_nodes("l7probe") == ["w1", "w2"])
+    wait_until(lambda: swarm.task_nodes("l7probe") == ["w1", "w2"], SETTLE_TIMEOUT_S, "l7probe on w1 and w2", every=1)
     # Move the label from w2 to m2 in the model: the task follows the label.
     swarm.converge("w2", LABELS="")
     swarm.converge("m2", LABELS="l7=true")
-    wait_for("l7probe on m2 and w1", lambda: swarm.task_nodes("l7probe") == ["m2", "w1"])
+    wait_until(lambda: swarm.task_nodes("l7probe") == ["m2", "w1"], SETTLE_TIMEOUT_S, "l7probe on m2 and w1", every=1)
     swarm.converge("m2")
     swarm.converge("w2")
-    wait_for("l7probe back on w1 and w2", lambda: swarm.task_nodes("l7probe") == ["w1", "w2"])
+    wait_until(
+        lambda: swarm.task_nodes("l7probe") == ["w1", "w2"], SETTLE_TIMEOUT_S, "l7probe back on w1 and w2", every=1
+    )
     first.docker("service", "rm", "l7probe")
 
 
@@ -254,20 +246,24 @@ def test_swarm_still_schedules_with_one_manager_of_three_stopped(swarm: Swarm) -
     m3 = swarm.node("m3")
     m3.stop()
     try:
-        wait_for("m3 unreachable", lambda: swarm.nodes_state()["m3"]["manager"] == "unreachable")
+        wait_until(
+            lambda: swarm.nodes_state()["m3"]["manager"] == "unreachable", SETTLE_TIMEOUT_S, "m3 unreachable", every=1
+        )
         swarm.service("quorum", "--replicas", "3")
-        wait_for("3 quorum tasks", lambda: len(swarm.task_nodes("quorum")) == 3)
+        wait_until(lambda: len(swarm.task_nodes("quorum")) == 3, SETTLE_TIMEOUT_S, "3 quorum tasks", every=1)
         assert "m3" not in swarm.task_nodes("quorum")
     finally:
         m3.start()
-    wait_for("m3 reachable again", lambda: swarm.nodes_state()["m3"]["manager"] == "reachable")
+    wait_until(
+        lambda: swarm.nodes_state()["m3"]["manager"] == "reachable", SETTLE_TIMEOUT_S, "m3 reachable again", every=1
+    )
     swarm.first.docker("service", "rm", "quorum")
 
 
 def test_drain_gives_a_clear_bounded_failure_when_tasks_cannot_move(swarm: Swarm) -> None:
     first = swarm.first
     swarm.service("pinned", "--constraint", "node.hostname==w1")
-    wait_for("pinned on w1", lambda: swarm.task_nodes("pinned") == ["w1"])
+    wait_until(lambda: swarm.task_nodes("pinned") == ["w1"], SETTLE_TIMEOUT_S, "pinned on w1", every=1)
     started = time.monotonic()
     result = swarm.run(
         first,
@@ -298,7 +294,7 @@ def remove(swarm: Swarm, name: str) -> None:
 def test_removing_a_worker_moves_its_tasks_then_drops_it(swarm: Swarm) -> None:
     first = swarm.first
     swarm.service("spread", "--replicas", "2", "--constraint", "node.role==worker")
-    wait_for("spread on w1 and w2", lambda: swarm.task_nodes("spread") == ["w1", "w2"])
+    wait_until(lambda: swarm.task_nodes("spread") == ["w1", "w2"], SETTLE_TIMEOUT_S, "spread on w1 and w2", every=1)
     remove(swarm, "w2")
     assert swarm.task_nodes("spread") == ["w1", "w1"]
     assert "w2" not in swarm.nodes_state()
@@ -311,7 +307,9 @@ def test_demoting_a_manager_while_another_is_down_is_refused(swarm: Swarm) -> No
     m2 = swarm.node("m2")
     m2.stop()
     try:
-        wait_for("m2 unreachable", lambda: swarm.nodes_state()["m2"]["manager"] == "unreachable")
+        wait_until(
+            lambda: swarm.nodes_state()["m2"]["manager"] == "unreachable", SETTLE_TIMEOUT_S, "m2 unreachable", every=1
+        )
         env = {**node_env(swarm.spec, swarm.model("m3")), "NODE": swarm.node_ids["m3"]}
         result = swarm.run(swarm.first, "swarm-node-drain.sh", env, check=False)
         assert result.returncode != 0
@@ -320,7 +318,9 @@ def test_demoting_a_manager_while_another_is_down_is_refused(swarm: Swarm) -> No
         assert (state["role"], state["availability"]) == ("manager", "active")  # refused before touching it
     finally:
         m2.start()
-    wait_for("m2 reachable again", lambda: swarm.nodes_state()["m2"]["manager"] == "reachable")
+    wait_until(
+        lambda: swarm.nodes_state()["m2"]["manager"] == "reachable", SETTLE_TIMEOUT_S, "m2 reachable again", every=1
+    )
 
 
 def test_removing_a_manager_keeps_quorum(swarm: Swarm) -> None:
@@ -330,7 +330,7 @@ def test_removing_a_manager_keeps_quorum(swarm: Swarm) -> None:
     assert sorted(n for n, s in state.items() if s["role"] == "manager") == ["m1", "m2"]
     assert all(state[m]["manager"] == "reachable" for m in ("m1", "m2"))
     swarm.service("after", "--replicas", "2")
-    wait_for("tasks after removing a manager", lambda: len(swarm.task_nodes("after")) == 2)
+    wait_until(lambda: len(swarm.task_nodes("after")) == 2, SETTLE_TIMEOUT_S, "tasks after removing a manager", every=1)
     swarm.first.docker("service", "rm", "after")
 
 

@@ -20,8 +20,9 @@ import yaml
 
 from tests.harness import free_subnet
 from tests.harness.estates import free_ports
-from tests.harness.probe import request, wait_until
+from tests.harness.probe import request
 from tests.harness.pulumi import ROOT
+from tests.harness.wait import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..model import EstateConfigError, EstateSpec, Route, StackSpec, config_path
+from ..model import EstateConfigError, EstateSpec, Route, StackSpec
 from .parse import parse_compose
+from .problems import Problems
 from .spec import ComposeFile, ImportedStack, NetworkSpec, NfsVolume, SecretSpec, ServiceSpec, VolumeSpec
 
 # Platform stacks take these names when the model enables them.
@@ -23,31 +24,30 @@ __all__ = ["ImportedStack", "import_stacks", "nfs_volume", "routes_of"]
 
 
 def import_stacks(spec: EstateSpec, project_dir: Path) -> dict[str, ImportedStack]:
-    problems: list[str] = []
+    problems = Problems()
     imported: dict[str, ImportedStack] = {}
     for name, stack in spec.stacks.items():
-        where = config_path(("stacks", name, "compose"))
+        config = problems.in_config("stacks", name)
         if name in PLATFORM_STACKS and getattr(spec, name).enabled:
-            problems.append(f"{config_path(('stacks', name))}: the name {name!r} belongs to the enabled platform stack")
+            config.error(f"the name {name!r} belongs to the enabled platform stack")
             continue
         path = project_dir / stack.compose
         try:
             text = path.read_text()
         except OSError as exc:
-            problems.append(
-                f"{where}: cannot read {stack.compose} ({exc.strerror or exc}); paths are relative to the project"
+            config.at("compose").error(
+                f"cannot read {stack.compose} ({exc.strerror or exc}); paths are relative to the project"
             )
             continue
         compose, file_problems = parse_compose(text, stack.compose, path.parent, stack.variables)
         if file_problems:
-            problems += file_problems
+            problems.errors.extend(file_problems)
             continue
-        result, stack_problems = apply_estate(spec, name, stack, compose)
-        problems += stack_problems
+        result = apply_estate(spec, name, stack, compose, problems)
         if result is not None:
             imported[name] = result
-    if problems:
-        raise EstateConfigError(problems)
+    if problems.errors:
+        raise EstateConfigError(problems.errors)
     return imported
 
 
@@ -61,36 +61,36 @@ def nfs_volume(spec: EstateSpec, export_name: str, subpath: str) -> NfsVolume:
 
 @dataclass
 class _Context:
-    """One stack being applied to the estate, and what was found wrong or worth a warning."""
+    """One stack being applied to the estate; problems are reported against its file or its stack config."""
 
     spec: EstateSpec
     name: str
     stack: StackSpec
     compose: ComposeFile
-    problems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    in_file: Problems
+    in_config: Problems
 
     @property
     def file(self) -> str:
         return self.compose.file
 
-    def config_error(self, path: tuple[str | int, ...], message: str) -> None:
-        self.problems.append(f"{config_path(('stacks', self.name, *path))}: {message}")
-
 
 def apply_estate(
-    spec: EstateSpec, name: str, stack: StackSpec, compose: ComposeFile
-) -> tuple[ImportedStack | None, list[str]]:
-    """The compose model plus the stack config: routing, NFS volumes, secret keys, shared overlays."""
-    ctx = _Context(spec, name, stack, compose, warnings=list(compose.warnings))
+    spec: EstateSpec, name: str, stack: StackSpec, compose: ComposeFile, problems: Problems
+) -> ImportedStack | None:
+    """The compose model plus the stack config: routing, NFS volumes, secret keys, shared overlays.
+    None when `problems` gained an error."""
+    mine = Problems()  # this stack's own lines, added to `problems` at the end
+    ctx = _Context(spec, name, stack, compose, mine.in_file(compose.file), mine.in_config("stacks", name))
     networks = _networks(ctx)
     services = _route(ctx, networks)
     volumes = _volumes(ctx)
     secrets = _secrets(ctx, services)
-    ctx.problems += _name_problems(name, compose)
-    if ctx.problems:
-        return None, ctx.problems
-    imported = ImportedStack(
+    _check_names(ctx)
+    problems.errors.extend(mine.errors)
+    if mine.errors:
+        return None
+    return ImportedStack(
         name=name,
         file=compose.file,
         services=services,
@@ -98,10 +98,9 @@ def apply_estate(
         volumes=volumes,
         configs=dict(compose.configs),
         secrets=secrets,
-        warnings=tuple(ctx.warnings),
+        warnings=(*compose.warnings, *mine.warnings),
         config_path=("stacks", name),
     )
-    return imported, []
 
 
 def _networks(ctx: _Context) -> dict[str, NetworkSpec]:
@@ -114,14 +113,13 @@ def _networks(ctx: _Context) -> dict[str, NetworkSpec]:
     for key, net in networks.items():
         actual = net.name or key
         if net.external and actual not in known:
-            ctx.problems.append(
-                f"{ctx.file}: networks.{key}: external network {actual!r} is not one the estate creates "
+            ctx.in_file.at("networks", key).error(
+                f"external network {actual!r} is not one the estate creates "
                 f"(known: {', '.join(sorted(known))}); declare it under the estate's `overlays`"
             )
         if not net.external and actual in known:
-            ctx.problems.append(
-                f"{ctx.file}: networks.{key}: {actual} is one of the estate's shared overlays: "
-                "declare it external: true"
+            ctx.in_file.at("networks", key).error(
+                f"{actual} is one of the estate's shared overlays: declare it external: true"
             )
     return networks
 
@@ -135,26 +133,23 @@ def _route(ctx: _Context, networks: dict[str, NetworkSpec]) -> dict[str, Service
         path = ("services", svc_name)
         service = services.get(svc_name)
         if service is None:
-            ctx.config_error(path, f"{ctx.file} has no service {svc_name!r} (it has {', '.join(services)})")
+            ctx.in_config.at(*path).error(f"{ctx.file} has no service {svc_name!r} (it has {', '.join(services)})")
             continue
         replicas = routing.replicas if routing.replicas is not None else service.replicas
         if routing.replicas is not None and service.mode == "global":
-            ctx.config_error((*path, "replicas"), f"{svc_name} is a global service (one task per node)")
+            ctx.in_config.at(*path, "replicas").error(f"{svc_name} is a global service (one task per node)")
         changes: dict[str, object] = {"routing": routing, "replicas": replicas}
         if routing.dns_names:
             port = routing.http_port or _compose_port(service)
             if port is None:
-                ctx.config_error(
-                    (*path, "http_port"),
+                ctx.in_config.at(*path, "http_port").error(
                     f"give the HTTP port: {ctx.file} publishes {'several ports' if service.ports else 'no port'} "
                     f"for {svc_name}",
                 )
             if service.ports:
-                ctx.warnings.append(
-                    f"{ctx.file}: service {svc_name}: ports are not published: L7 routes it via {public}"
-                )
+                ctx.in_file.at("services", svc_name).warn(f"ports are not published: L7 routes it via {public}")
             if service.endpoint_mode == "vip":
-                ctx.warnings.append(f"{ctx.file}: service {svc_name}: endpoint_mode vip replaced by dnsrr for L7")
+                ctx.in_file.at("services", svc_name).warn("endpoint_mode vip replaced by dnsrr for L7")
             if public_key is None:
                 public_key = public
                 networks[public] = NetworkSpec(key=public, external=True, name=public)
@@ -172,18 +167,18 @@ def _volumes(ctx: _Context) -> dict[str, VolumeSpec]:
         path = ("volumes", vol)
         declared = volumes.get(vol)
         if declared is None:
-            ctx.config_error(path, f"{ctx.file} declares no volume {vol!r}")
+            ctx.in_config.at(*path).error(f"{ctx.file} declares no volume {vol!r}")
         elif nfs.nfs not in exports:
-            ctx.config_error((*path, "nfs"), f"NFS export {nfs.nfs!r} does not exist")
+            ctx.in_config.at(*path, "nfs").error(f"NFS export {nfs.nfs!r} does not exist")
         elif declared.external or declared.driver or declared.driver_opts:
-            ctx.config_error(path, f"{ctx.file} already gives {vol} a driver or marks it external")
+            ctx.in_config.at(*path).error(f"{ctx.file} already gives {vol} a driver or marks it external")
         else:
             backing = nfs_volume(ctx.spec, nfs.nfs, nfs.subpath)
             volumes[vol] = dataclasses.replace(declared, nfs=backing)
             if not nfs.keep_on_removal:
-                ctx.warnings.append(
-                    f"{config_path(('stacks', ctx.name, *path, 'keep_on_removal'))}: swarm-estate never deletes NFS "
-                    f"data; removing the stack leaves {backing.device[1:]} on {backing.server} for you to delete"
+                ctx.in_config.at(*path, "keep_on_removal").warn(
+                    f"swarm-estate never deletes NFS data; removing the stack leaves {backing.device[1:]} on "
+                    f"{backing.server} for you to delete"
                 )
     return volumes
 
@@ -192,7 +187,7 @@ def _secrets(ctx: _Context, services: dict[str, ServiceSpec]) -> dict[str, Secre
     secrets = dict(ctx.compose.secrets)
     for secret, key in ctx.stack.secrets.items():
         if secret not in secrets:
-            ctx.config_error(("secrets", secret), f"{ctx.file} declares no secret {secret!r}")
+            ctx.in_config.at("secrets", secret).error(f"{ctx.file} declares no secret {secret!r}")
         else:
             # The stack config wins over the file's own source (a local dev file, or external).
             secrets[secret] = dataclasses.replace(
@@ -200,8 +195,7 @@ def _secrets(ctx: _Context, services: dict[str, ServiceSpec]) -> dict[str, Secre
             )
     for secret, body in secrets.items():
         if body.file_content is None and body.config_key is None and not body.external:
-            ctx.config_error(
-                ("secrets",),
+            ctx.in_config.at("secrets").error(
                 f"{ctx.file} secret {secret!r} has no content: map it to a secret config key here "
                 "(pulumi config set --secret …)",
             )
@@ -211,9 +205,9 @@ def _secrets(ctx: _Context, services: dict[str, ServiceSpec]) -> dict[str, Secre
             declared = declared_by_kind[kind]
             for ref in refs:
                 if ref.source in declared and declared[ref.source].external:
-                    ctx.problems.append(
-                        f"{ctx.file}: service {svc_name}: {kind}: {ref.source!r} is external, but a service needs "
-                        "its Swarm id, which only Pulumi-managed objects have: give its content instead"
+                    ctx.in_file.at("services", svc_name, kind).error(
+                        f"{ref.source!r} is external, but a service needs its Swarm id, which only Pulumi-managed "
+                        "objects have: give its content instead"
                     )
     return secrets
 
@@ -221,26 +215,23 @@ def _secrets(ctx: _Context, services: dict[str, ServiceSpec]) -> dict[str, Secre
 _SWARM_NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9_.-]*[a-zA-Z0-9])?$")
 
 
-def _name_problems(stack: str, compose: ComposeFile) -> list[str]:
+def _check_names(ctx: _Context) -> None:
     """Swarm names services `<stack>_<service>` (a DNS label: at most 63 characters) and configs and
     secrets `<stack>_<key>-<12 hex>` (at most 64): refuse what the engine would refuse mid-update."""
-    out = []
-    for svc in compose.services:
+    stack = ctx.name
+    for svc in ctx.compose.services:
         full = f"{stack}_{svc}"
         if len(full) > 63 or not _SWARM_NAME.match(full):
-            out.append(
-                f"{compose.file}: service {svc}: the Swarm service name {full!r} must be at most 63 letters, "
-                "digits, '-', '_' or '.'"
+            ctx.in_file.at("services", svc).error(
+                f"the Swarm service name {full!r} must be at most 63 letters, digits, '-', '_' or '.'"
             )
-    for kind, keys in (("configs", compose.configs), ("secrets", compose.secrets)):
+    for kind, keys in (("configs", ctx.compose.configs), ("secrets", ctx.compose.secrets)):
         for key in keys:
             full = f"{stack}_{key}-0123456789ab"
             if len(full) > 64 or not _SWARM_NAME.match(full):
-                out.append(
-                    f"{compose.file}: {kind}.{key}: the Swarm name {stack}_{key}-<content hash> must be at most "
-                    "64 letters, digits, '-', '_' or '.'"
+                ctx.in_file.at(kind, key).error(
+                    f"the Swarm name {stack}_{key}-<content hash> must be at most 64 letters, digits, '-', '_' or '.'"
                 )
-    return out
 
 
 def _compose_port(service: ServiceSpec) -> int | None:

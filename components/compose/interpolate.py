@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .problems import Problems
+
 _PATTERN = re.compile(
     r"\$(?:(?P<escaped>\$)|(?P<named>[A-Za-z_][A-Za-z0-9_]*)"
     r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|(?P<invalid>))"
@@ -49,16 +51,16 @@ def interpolate_text(text: str, variables: Mapping[str, str]) -> str:
     return _PATTERN.sub(substitute, text)
 
 
-def interpolate(node: Any, variables: Mapping[str, str], path: tuple[str, ...], problems: list[str]) -> Any:
+def interpolate(node: Any, variables: Mapping[str, str], problems: Problems) -> Any:
     """Interpolate every string value (never a key) of a parsed YAML tree; report by key path."""
     if isinstance(node, dict):
-        return {k: interpolate(v, variables, (*path, str(k)), problems) for k, v in node.items()}
+        return {k: interpolate(v, variables, problems.at(str(k))) for k, v in node.items()}
     if isinstance(node, list):
-        return [interpolate(v, variables, (*path, str(i)), problems) for i, v in enumerate(node)]
+        return [interpolate(v, variables, problems.at(str(i))) for i, v in enumerate(node)]
     if isinstance(node, str) and "$" in node:
         try:
             return interpolate_text(node, variables)
         except InterpolationError as exc:
-            problems.append(f"{'.'.join(path)}: {exc}")
+            problems.error(str(exc))
             return node
     return node

@@ -17,141 +17,119 @@ import yaml
 from . import service as svc
 from . import values as val
 from .interpolate import interpolate
+from .problems import Problems
 from .spec import ComposeFile, ConfigSpec, NetworkSpec, SecretSpec, ServiceSpec, VolumeSpec
 
 TOP_LEVEL = {"version", "services", "networks", "volumes", "configs", "secrets"}
 
 
-class Reporter:
-    """Collects problems and warnings for one file, each naming where it was found."""
-
-    def __init__(self, file: str):
-        self.file = file
-        self.problems: list[str] = []
-        self.warnings: list[str] = []
-
-    def error(self, where: str, message: str) -> None:
-        self.problems.append(f"{self.file}: {where}: {message}")
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(f"{self.file}: {message}")
-
-
-def load_yaml(text: str, rep: Reporter) -> dict[str, Any] | None:
+def load_yaml(text: str, problems: Problems) -> dict[str, Any] | None:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        rep.error("yaml", f"not valid YAML: {exc}")
+        problems.at("yaml").error(f"not valid YAML: {exc}")
         return None
     if not isinstance(doc, dict):
-        rep.error("top level", "a compose file is a mapping with a `services` key")
+        problems.at("top level").error("a compose file is a mapping with a `services` key")
         return None
     return doc
 
 
-def _where(path: tuple[str, ...]) -> str:
-    if len(path) >= 3 and path[0] == "services":
-        return f"service {path[1]}: {'.'.join(path[2:])}"
-    return ".".join(path)
-
-
 def parse_compose(text: str, file: str, base_dir: Path, variables: dict[str, str]) -> tuple[ComposeFile, list[str]]:
     """Parse one compose file. Returns the model and the problems (empty when the file is usable)."""
-    rep = Reporter(file)
-    doc = load_yaml(text, rep)
+    problems = Problems().in_file(file)
+    doc = load_yaml(text, problems)
     if doc is None:
-        return ComposeFile(file=file), rep.problems
-    interp_problems: list[str] = []
-    doc = interpolate(doc, variables, (), interp_problems)
-    for problem in interp_problems:
-        path, _, message = problem.partition(": ")
-        rep.error(_where(tuple(path.split("."))), message)
+        return ComposeFile(file=file), problems.errors
+    doc = interpolate(doc, variables, problems)
     for key in doc:
         if key not in TOP_LEVEL and not str(key).startswith("x-"):
-            rep.error(str(key), "not a compose v3 top-level key (services, networks, volumes, configs, secrets)")
+            problems.at(str(key)).error(
+                "not a compose v3 top-level key (services, networks, volumes, configs, secrets)"
+            )
     services: dict[str, ServiceSpec] = {}
     raw_services = doc.get("services")
     if not isinstance(raw_services, dict) or not raw_services:
-        rep.error("services", "the file declares no services")
+        problems.at("services").error("the file declares no services")
         raw_services = {}
     ignored: set[str] = set()
     deprecated: set[str] = set()
     for name, raw in raw_services.items():
+        at = problems.at("services", str(name))
         if not isinstance(raw, dict):
-            rep.error(f"service {name}", "must be a mapping")
+            at.error("must be a mapping")
             continue
-        parsed = svc.parse_service(str(name), raw, base_dir, variables, rep, ignored, deprecated)
+        parsed = svc.parse_service(str(name), raw, base_dir, variables, at, ignored, deprecated)
         if parsed is not None:
             services[str(name)] = parsed
     if ignored:
-        rep.warn(f"Ignoring unsupported options: {', '.join(sorted(ignored))}")
+        problems.warn(f"Ignoring unsupported options: {', '.join(sorted(ignored))}")
     if deprecated:
         lines = "\n".join(f"{k}: {svc.DEPRECATED[k]}" for k in sorted(deprecated))
-        rep.warn(f"Ignoring deprecated options:\n\n{lines}")
+        problems.warn(f"Ignoring deprecated options:\n\n{lines}")
     model = ComposeFile(
         file=file,
         services=services,
-        networks=_section(doc, "networks", rep, _network),
-        volumes=_section(doc, "volumes", rep, _volume),
-        configs=_section(doc, "configs", rep, lambda k, r, e: _config(k, r, e, base_dir)),
-        secrets=_section(doc, "secrets", rep, lambda k, r, e: _secret(k, r, e, base_dir)),
-        warnings=tuple(rep.warnings),
+        networks=_section(doc, "networks", problems, _network),
+        volumes=_section(doc, "volumes", problems, _volume),
+        configs=_section(doc, "configs", problems, lambda k, r, p: _config(k, r, p, base_dir)),
+        secrets=_section(doc, "secrets", problems, lambda k, r, p: _secret(k, r, p, base_dir)),
+        warnings=tuple(problems.warnings),
     )
-    _check_references(model, rep)
-    return model, rep.problems
+    _check_references(model, problems)
+    return model, problems.errors
 
 
-def _section(doc: dict[str, Any], section: str, rep: Reporter, parse: Callable[..., Any]) -> dict[str, Any]:
+def _section(doc: dict[str, Any], section: str, problems: Problems, parse: Callable[..., Any]) -> dict[str, Any]:
     raw = doc.get(section) or {}
     if not isinstance(raw, dict):
-        rep.error(section, "must be a mapping")
+        problems.at(section).error("must be a mapping")
         return {}
     out = {}
     for key, body in raw.items():
         body = body or {}
+        at = problems.at(section, str(key))
         if not isinstance(body, dict):
-            rep.error(f"{section}.{key}", "must be a mapping")
+            at.error("must be a mapping")
             continue
-
-        def err(sub: str, message: str, key: str = str(key)) -> None:
-            rep.error(f"{section}.{key}" + (f".{sub}" if sub else ""), message)
-
-        parsed = parse(str(key), body, err)
+        parsed = parse(str(key), body, at)
         if parsed is not None:
             out[str(key)] = parsed
     return out
 
 
-def _unknown(body: dict[str, Any], allowed: set[str], err: Callable[[str, str], None]) -> None:
+def _unknown(body: dict[str, Any], allowed: set[str], problems: Problems) -> None:
     for key in body:
         if key not in allowed and not str(key).startswith("x-"):
-            err(
-                str(key), "not supported by swarm-estate for a stack (remove it, or extend components/compose_parse.py)"
+            problems.at(str(key)).error(
+                "not supported by swarm-estate for a stack (remove it, or extend components/compose/parse.py)"
             )
 
 
-def _external(body: dict[str, Any], err: Callable[[str, str], None]) -> bool:
+def _external(body: dict[str, Any], problems: Problems) -> bool:
     ext = body.get("external", False)
     if isinstance(ext, dict):  # v3.0-3.3 spelling: external: {name: …}
         return True
-    return val.to_bool(ext, lambda m: err("external", m))
+    return val.to_bool(ext, problems.at("external"))
 
 
-def _network(key: str, body: dict[str, Any], err: Callable[[str, str], None]) -> NetworkSpec | None:
-    _unknown(body, {"external", "name", "driver", "driver_opts", "attachable", "internal", "labels", "ipam"}, err)
-    external = _external(body, err)
+def _network(key: str, body: dict[str, Any], problems: Problems) -> NetworkSpec | None:
+    _unknown(body, {"external", "name", "driver", "driver_opts", "attachable", "internal", "labels", "ipam"}, problems)
+    external = _external(body, problems)
     name = body.get("name") or (body["external"].get("name") if isinstance(body.get("external"), dict) else None)
     name = name or (key if external else None)  # as Docker normalises an external object
     driver = body.get("driver")
     if driver not in (None, "overlay") and not external:
-        err("driver", f"a stack network must be an overlay (got {driver!r}): Swarm services attach to overlays only")
+        problems.at("driver").error(
+            f"a stack network must be an overlay (got {driver!r}): Swarm services attach to overlays only"
+        )
     subnets: list[str] = []
     ipam = body.get("ipam") or {}
     if ipam:
-        _unknown(ipam, {"driver", "config"}, lambda k, m: err(f"ipam.{k}", m))
+        _unknown(ipam, {"driver", "config"}, problems.at("ipam"))
         for i, cfg in enumerate(ipam.get("config") or []):
             if not isinstance(cfg, dict) or set(cfg) - {"subnet"}:
-                err(f"ipam.config[{i}]", "only `subnet` is supported for a stack network")
+                problems.at(f"ipam.config[{i}]").error("only `subnet` is supported for a stack network")
             elif cfg.get("subnet"):
                 subnets.append(str(cfg["subnet"]))
     return NetworkSpec(
@@ -159,17 +137,17 @@ def _network(key: str, body: dict[str, Any], err: Callable[[str, str], None]) ->
         external=external,
         name=str(name) if name else None,
         driver=driver,
-        driver_opts=val.str_map(body.get("driver_opts"), lambda m: err("driver_opts", m)),
-        attachable=val.to_bool(body.get("attachable", False), lambda m: err("attachable", m)),
-        internal=val.to_bool(body.get("internal", False), lambda m: err("internal", m)),
-        labels=val.label_map(body.get("labels"), lambda m: err("labels", m)),
+        driver_opts=val.str_map(body.get("driver_opts"), problems.at("driver_opts")),
+        attachable=val.to_bool(body.get("attachable", False), problems.at("attachable")),
+        internal=val.to_bool(body.get("internal", False), problems.at("internal")),
+        labels=val.label_map(body.get("labels"), problems.at("labels")),
         subnets=tuple(subnets),
     )
 
 
-def _volume(key: str, body: dict[str, Any], err: Callable[[str, str], None]) -> VolumeSpec | None:
-    _unknown(body, {"external", "name", "driver", "driver_opts", "labels"}, err)
-    external = _external(body, err)
+def _volume(key: str, body: dict[str, Any], problems: Problems) -> VolumeSpec | None:
+    _unknown(body, {"external", "name", "driver", "driver_opts", "labels"}, problems)
+    external = _external(body, problems)
     name = body.get("name") or (body["external"].get("name") if isinstance(body.get("external"), dict) else None)
     name = name or (key if external else None)  # as Docker normalises an external object
     return VolumeSpec(
@@ -177,61 +155,62 @@ def _volume(key: str, body: dict[str, Any], err: Callable[[str, str], None]) -> 
         external=external,
         name=str(name) if name else None,
         driver=body.get("driver"),
-        driver_opts=val.str_map(body.get("driver_opts"), lambda m: err("driver_opts", m)),
-        labels=val.label_map(body.get("labels"), lambda m: err("labels", m)),
+        driver_opts=val.str_map(body.get("driver_opts"), problems.at("driver_opts")),
+        labels=val.label_map(body.get("labels"), problems.at("labels")),
     )
 
 
-def _read(base_dir: Path, file: Any, err: Callable[[str, str], None]) -> str | None:
+def _read(base_dir: Path, file: Any, problems: Problems) -> str | None:
     path = (base_dir / str(file)).resolve()
     try:
         return path.read_text()
     except OSError as exc:
-        err("file", f"cannot read {file} ({exc.strerror or exc}); paths are relative to the compose file")
+        problems.at("file").error(f"cannot read {file} ({exc.strerror or exc}); paths are relative to the compose file")
         return None
 
 
-def _config(key: str, body: dict[str, Any], err: Callable[[str, str], None], base_dir: Path) -> ConfigSpec | None:
-    _unknown(body, {"file", "content", "external", "name", "labels"}, err)
-    external = _external(body, err)
+def _config(key: str, body: dict[str, Any], problems: Problems, base_dir: Path) -> ConfigSpec | None:
+    _unknown(body, {"file", "content", "external", "name", "labels"}, problems)
+    external = _external(body, problems)
     sources = [k for k in ("file", "content") if k in body] + (["external"] if external else [])
     if len(sources) != 1:
-        err("", "give exactly one of file, content or external: true")
+        problems.error("give exactly one of file, content or external: true")
         return None
-    content = _read(base_dir, body["file"], err) if "file" in body else body.get("content")
+    content = _read(base_dir, body["file"], problems) if "file" in body else body.get("content")
     return ConfigSpec(
         key=key,
         content=None if content is None else str(content),
         external=external,
         name=str(body["name"]) if body.get("name") else None,
-        labels=val.label_map(body.get("labels"), lambda m: err("labels", m)),
+        labels=val.label_map(body.get("labels"), problems.at("labels")),
     )
 
 
-def _secret(key: str, body: dict[str, Any], err: Callable[[str, str], None], base_dir: Path) -> SecretSpec | None:
-    _unknown(body, {"file", "external", "name", "labels"}, err)
-    external = _external(body, err)
+def _secret(key: str, body: dict[str, Any], problems: Problems, base_dir: Path) -> SecretSpec | None:
+    _unknown(body, {"file", "external", "name", "labels"}, problems)
+    external = _external(body, problems)
     return SecretSpec(
         key=key,
-        file_content=_read(base_dir, body["file"], err) if "file" in body else None,
+        file_content=_read(base_dir, body["file"], problems) if "file" in body else None,
         external=external,
         name=str(body["name"]) if body.get("name") else None,
-        labels=val.label_map(body.get("labels"), lambda m: err("labels", m)),
+        labels=val.label_map(body.get("labels"), problems.at("labels")),
     )
 
 
-def _check_references(model: ComposeFile, rep: Reporter) -> None:
+def _check_references(model: ComposeFile, problems: Problems) -> None:
     for name, service in model.services.items():
+        at = problems.at("services", name)
         for net in service.networks:
             if net not in model.networks and net != "default":
-                rep.error(f"service {name}: networks.{net}", "is not declared under the top-level `networks`")
+                at.at("networks", net).error("is not declared under the top-level `networks`")
         for mount in service.mounts:
             if mount.type == "volume" and mount.source and mount.source not in model.volumes:
-                rep.error(f"service {name}: volumes", f"named volume {mount.source!r} is not declared under `volumes`")
+                at.at("volumes").error(f"named volume {mount.source!r} is not declared under `volumes`")
         for kind, refs, declared in (
             ("configs", service.configs, model.configs),
             ("secrets", service.secrets, model.secrets),
         ):
             for ref in refs:
                 if ref.source not in declared:
-                    rep.error(f"service {name}: {kind}", f"{ref.source!r} is not declared under the top-level `{kind}`")
+                    at.at(kind).error(f"{ref.source!r} is not declared under the top-level `{kind}`")

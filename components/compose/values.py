@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
 from typing import Any
 
 from ..units import parse_bytes, parse_duration, parse_nano_cpus
+from .problems import Problems
 from .spec import Resources, RestartPolicy, UpdateConfig
-
-Err = Callable[[str], None]
-
 
 # --- scalar coercion (interpolation turns numbers into strings, as in Docker's loader) ----------
 
 
-def to_bool(value: Any, err: Err) -> bool:
+def to_bool(value: Any, problems: Problems) -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).lower()
@@ -23,18 +20,18 @@ def to_bool(value: Any, err: Err) -> bool:
         return True
     if text in ("false", "no", "0", "none"):
         return False
-    err(f"{value!r} is not a boolean")
+    problems.error(f"{value!r} is not a boolean")
     return False
 
 
-def to_int(value: Any, err: Err) -> int | None:
+def to_int(value: Any, problems: Problems) -> int | None:
     if isinstance(value, bool):
-        err(f"{value!r} is not a whole number")
+        problems.error(f"{value!r} is not a whole number")
         return None
     try:
         return int(str(value), 0) if isinstance(value, str) else int(value)
     except (TypeError, ValueError):
-        err(f"{value!r} is not a whole number")
+        problems.error(f"{value!r} is not a whole number")
         return None
 
 
@@ -48,16 +45,16 @@ def opt_str(value: Any) -> str | None:
     return None if value is None else scalar(value)
 
 
-def str_map(value: Any, err: Err) -> dict[str, str]:
+def str_map(value: Any, problems: Problems) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        err("must be a mapping")
+        problems.error("must be a mapping")
         return {}
     return {str(k): "" if v is None else scalar(v) for k, v in value.items()}
 
 
-def label_map(value: Any, err: Err, sep: str = "=") -> dict[str, str]:
+def label_map(value: Any, problems: Problems, sep: str = "=") -> dict[str, str]:
     """Labels and sysctls: a mapping, or a list of `key=value` (a bare key means an empty value)."""
     if value is None:
         return {}
@@ -67,10 +64,10 @@ def label_map(value: Any, err: Err, sep: str = "=") -> dict[str, str]:
             key, _, val = str(item).partition(sep)
             out[key] = val
         return out
-    return str_map(value, err)
+    return str_map(value, problems)
 
 
-def durations(body: dict[str, Any], keys: tuple[str, ...], err: Callable[[str, str], None]) -> dict[str, int | None]:
+def durations(body: dict[str, Any], keys: tuple[str, ...], problems: Problems) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     for key in keys:
         out[key] = None
@@ -78,11 +75,11 @@ def durations(body: dict[str, Any], keys: tuple[str, ...], err: Callable[[str, s
             try:
                 out[key] = parse_duration(body[key])
             except ValueError as exc:
-                err(key, str(exc))
+                problems.at(key).error(str(exc))
     return out
 
 
-def split_command(value: Any, err: Err) -> tuple[str, ...] | None:
+def split_command(value: Any, problems: Problems) -> tuple[str, ...] | None:
     """A command is a list, or a string split like a shell would (no expansion), as Docker does."""
     if value is None:
         return None
@@ -91,42 +88,41 @@ def split_command(value: Any, err: Err) -> tuple[str, ...] | None:
     try:
         return tuple(shlex.split(str(value)))
     except ValueError as exc:
-        err(f"cannot split {value!r} into arguments: {exc}")
+        problems.error(f"cannot split {value!r} into arguments: {exc}")
         return None
 
 
-def restart_policy(body: Any, err: Callable[[str, str], None]) -> RestartPolicy | None:
+def restart_policy(body: Any, problems: Problems) -> RestartPolicy | None:
     if not body:
         return None
-    path = "deploy.restart_policy"
     for key in set(body) - {"condition", "delay", "max_attempts", "window"}:
-        err(f"{path}.{key}", "not a restart_policy key")
+        problems.at(key).error("not a restart_policy key")
     if body.get("condition") not in (None, "none", "on-failure", "any"):
-        err(f"{path}.condition", f"{body['condition']!r} is not none, on-failure or any")
-    times = durations(body, ("delay", "window"), lambda k, m: err(f"{path}.{k}", m))
+        problems.at("condition").error(f"{body['condition']!r} is not none, on-failure or any")
+    times = durations(body, ("delay", "window"), problems)
     attempts = body.get("max_attempts")
     return RestartPolicy(
         condition=opt_str(body.get("condition")),
         delay=times["delay"],
-        max_attempts=None if attempts is None else to_int(attempts, lambda m: err(f"{path}.max_attempts", m)),
+        max_attempts=None if attempts is None else to_int(attempts, problems.at("max_attempts")),
         window=times["window"],
     )
 
 
-def update_config(body: Any, path: str, err: Callable[[str, str], None]) -> UpdateConfig | None:
+def update_config(body: Any, problems: Problems) -> UpdateConfig | None:
     if not body:
         return None
     for key in set(body) - {"parallelism", "delay", "failure_action", "monitor", "max_failure_ratio", "order"}:
-        err(f"{path}.{key}", "not an update/rollback key")
+        problems.at(key).error("not an update/rollback key")
     if body.get("order") not in (None, "stop-first", "start-first"):
-        err(f"{path}.order", f"{body['order']!r} is not stop-first or start-first")
+        problems.at("order").error(f"{body['order']!r} is not stop-first or start-first")
     if body.get("failure_action") not in (None, "pause", "continue", "rollback"):
-        err(f"{path}.failure_action", f"{body['failure_action']!r} is not pause, continue or rollback")
-    times = durations(body, ("delay", "monitor"), lambda k, m: err(f"{path}.{k}", m))
+        problems.at("failure_action").error(f"{body['failure_action']!r} is not pause, continue or rollback")
+    times = durations(body, ("delay", "monitor"), problems)
     ratio = body.get("max_failure_ratio")
     parallelism = body.get("parallelism")
     return UpdateConfig(
-        parallelism=None if parallelism is None else to_int(parallelism, lambda m: err(f"{path}.parallelism", m)),
+        parallelism=None if parallelism is None else to_int(parallelism, problems.at("parallelism")),
         delay=times["delay"],
         failure_action=opt_str(body.get("failure_action")),
         monitor=times["monitor"],
@@ -135,7 +131,7 @@ def update_config(body: Any, path: str, err: Callable[[str, str], None]) -> Upda
     )
 
 
-def resources(body: Any, err: Callable[[str, str], None]) -> Resources | None:
+def resources(body: Any, problems: Problems) -> Resources | None:
     if not body:
         return None
     values: dict[str, Any] = {}
@@ -145,23 +141,23 @@ def resources(body: Any, err: Callable[[str, str], None]) -> Resources | None:
     )
     for section, prefix, allowed in sections:
         part = body.get(section) or {}
-        path = f"deploy.resources.{section}"
+        at = problems.at(section)
         for key in set(part) - allowed:
-            err(f"{path}.{key}", "not supported by the docker provider's Service, so swarm-estate cannot deploy it")
+            at.at(key).error("not supported by the docker provider's Service, so swarm-estate cannot deploy it")
         try:
             if part.get("cpus") is not None:
                 values[f"{prefix}_nano_cpus"] = parse_nano_cpus(part["cpus"])
             if part.get("memory") is not None:
                 values[f"{prefix}_memory"] = parse_bytes(part["memory"])
         except ValueError as exc:
-            err(path, str(exc))
+            at.error(str(exc))
     for key in set(body) - {"limits", "reservations"}:
-        err(f"deploy.resources.{key}", "not a resources key")
+        problems.at(key).error("not a resources key")
     generic = []
     for item in (body.get("reservations") or {}).get("generic_resources") or []:
         spec = item.get("discrete_resource_spec") or item.get("named_resource_spec") if isinstance(item, dict) else None
         if not spec or len(item) != 1:
-            err("deploy.resources.reservations.generic_resources", f"{item!r} is not a discrete or named resource")
+            problems.at("reservations", "generic_resources").error(f"{item!r} is not a discrete or named resource")
             continue
         generic.append(f"{spec.get('kind')}={spec.get('value')}")
     return Resources(**values, generic=tuple(generic))

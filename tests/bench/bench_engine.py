@@ -22,8 +22,9 @@ import yaml
 
 from tests.harness import Engine, free_subnet
 from tests.harness.estates import LocalImages, local_dev, stack_estate
-from tests.harness.probe import Rotation, Swarm, wait_until
+from tests.harness.probe import Rotation, Swarm
 from tests.harness.pulumi import PulumiStack
+from tests.harness.wait import wait_until
 
 Row = tuple[str, str, str]
 

@@ -13,13 +13,18 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .wait import wait_until
 
 # Debian's engine is 20.10 and the CLI may be newer: pin the API both understand.
 API_VERSION = "1.41"
 START_TIMEOUT_S = 60
+
+
+class EngineExitedError(RuntimeError):
+    """dockerd died while starting: no point waiting for it."""
 
 
 @dataclass
@@ -44,7 +49,11 @@ class Engine:
         return env
 
     def run(
-        self, *args: str, check: bool = True, timeout: float = 120, input: str | None = None,
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 120,
+        input: str | None = None,
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run the docker CLI against this engine; on failure the error carries stderr."""
@@ -84,15 +93,19 @@ class Engine:
         ]
         log = open(path / "dockerd.log", "wb")  # noqa: SIM115 - kept open for the engine's lifetime
         engine.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if engine.process.poll() is not None:
-                raise RuntimeError(f"dockerd exited at start:\n{engine.log_tail()}")
-            if engine.socket.exists() and engine.run("version", check=False, timeout=10).returncode == 0:
-                return engine
-            time.sleep(0.3)
-        engine.stop()
-        raise RuntimeError(f"dockerd did not answer within {START_TIMEOUT_S}s:\n{engine.log_tail()}")
+        process = engine.process
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                raise EngineExitedError(f"dockerd exited at start:\n{engine.log_tail()}")
+            return engine.socket.exists() and engine.run("version", check=False, timeout=10).returncode == 0
+
+        try:
+            wait_until(answers, START_TIMEOUT_S, "dockerd to answer", every=0.3, retry_on=(subprocess.TimeoutExpired,))
+        except AssertionError as exc:
+            engine.stop()
+            raise RuntimeError(f"{exc}:\n{engine.log_tail()}") from None
+        return engine
 
     def log_tail(self, chars: int = 3000) -> str:
         log = self.root / "dockerd.log"

@@ -45,8 +45,13 @@ class LocalImages:
     @classmethod
     def build(cls, engine: Engine) -> LocalImages:
         haproxy, app = haproxy_image(engine), app_image(engine)
-        return cls(node=node_image(engine), haproxy=haproxy, app=app, haproxy_id=image_id(engine, haproxy),
-                   app_id=image_id(engine, app))
+        return cls(
+            node=node_image(engine),
+            haproxy=haproxy,
+            app=app,
+            haproxy_id=image_id(engine, haproxy),
+            app_id=image_id(engine, app),
+        )
 
 
 def free_ports(count: int, consecutive: int = 1) -> list[int]:
@@ -70,15 +75,20 @@ def free_ports(count: int, consecutive: int = 1) -> list[int]:
     raise RuntimeError("no free loopback ports")
 
 
-def local_dev(engine: Engine, images: LocalImages, subnet: IPv4Network,
-              estate: dict[str, Any] | None = None) -> dict[str, Any]:
+def local_dev(
+    engine: Engine, images: LocalImages, subnet: IPv4Network, estate: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """`estate` (the dev estate by default) on this machine's engine, images and ports; nothing else changes."""
     estate = copy.deepcopy(estate if estate is not None else stack_estate("dev"))
     spec = load_estate(copy.deepcopy(estate))
     api, http, https = free_ports(3, consecutive=max(1, len(spec.l7_nodes())))
     estate["docker"].update(
-        engine_host=engine.host, image=images.node, api_port=api, l7_http_port=http,
-        l7_https_port=https, preload_images=[images.haproxy, images.app],
+        engine_host=engine.host,
+        image=images.node,
+        api_port=api,
+        l7_http_port=http,
+        l7_https_port=https,
+        preload_images=[images.haproxy, images.app],
     )
     estate["node_network"]["subnet"] = str(subnet)
     estate.setdefault("l7", {})["image"] = images.haproxy_id

@@ -28,10 +28,21 @@ from tools.images import BUILD_TIMEOUT_S, MIRROR, SUITE, DockerCli, cache_dir
 # dpkg-query, base64, cmp, awk, mountpoint: systemd, dbus and minbase). Not nfs-common: this kernel has neither
 # nfs nor rpc_pipefs (/proc/filesystems), so an estate with NFS mounts cannot converge in the lab anyway.
 HOST_PACKAGES = (
-    "systemd", "systemd-sysv", "dbus", "kmod", "procps", "iproute2", "iputils-ping", "ca-certificates",
-    "sudo", "openssh-server",
-    "docker.io", "containerd", "iptables",
-    "nftables", "chrony",
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "kmod",
+    "procps",
+    "iproute2",
+    "iputils-ping",
+    "ca-certificates",
+    "sudo",
+    "openssh-server",
+    "docker.io",
+    "containerd",
+    "iptables",
+    "nftables",
+    "chrony",
 )
 
 OPS_USER = "ops"
@@ -92,14 +103,17 @@ MASKED_UNITS = {
 HOST_FILES = {
     INIT: (0o755, INIT_SCRIPT),
     # Key logins only; root with a key, like an existing host the estate reaches as root.
-    "/etc/ssh/sshd_config.d/lab.conf": (0o644, "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
-                                                "KbdInteractiveAuthentication no\nUseDNS no\n"),
+    "/etc/ssh/sshd_config.d/lab.conf": (
+        0o644,
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUseDNS no\n",
+    ),
     # What cloud-init gives the ops user on a VM (components/cloudinit.render_user_data): sudo without a password.
     f"/etc/sudoers.d/{OPS_USER}": (0o440, f"{OPS_USER} ALL=(ALL) NOPASSWD:ALL\n"),
     # The machine's clock is shared by every container: chronyd runs and syncs nothing to it (-x), and the
     # container has no CAP_SYS_TIME (chrony.service's condition on it is dropped).
     "/etc/systemd/system/chrony.service.d/lab.conf": (
-        0o644, "[Unit]\nConditionCapability=\n\n[Service]\nExecStart=\nExecStart=!/usr/sbin/chronyd $DAEMON_OPTS -x\n"
+        0o644,
+        "[Unit]\nConditionCapability=\n\n[Service]\nExecStart=\nExecStart=!/usr/sbin/chronyd $DAEMON_OPTS -x\n",
     ),
 }
 
@@ -109,8 +123,15 @@ RECIPE_VERSION = "1"
 
 def host_recipe_hash() -> str:
     digest = hashlib.sha256()
-    for part in (RECIPE_VERSION, SUITE, "minbase", ",".join(HOST_PACKAGES), OPS_USER, str(OPS_UID),
-                 ",".join(sorted(MASKED_UNITS))):
+    for part in (
+        RECIPE_VERSION,
+        SUITE,
+        "minbase",
+        ",".join(HOST_PACKAGES),
+        OPS_USER,
+        str(OPS_UID),
+        ",".join(sorted(MASKED_UNITS)),
+    ):
         digest.update(part.encode() + b"\0")
     for path, (mode, content) in sorted(HOST_FILES.items()):
         digest.update(f"{path}\0{mode:o}\0{content}\0".encode())
@@ -128,9 +149,25 @@ def _customize(rootfs: Path) -> None:
         link = units / unit
         link.unlink(missing_ok=True)
         link.symlink_to("/dev/null")
-    subprocess.run(["chroot", str(rootfs), "useradd", "--create-home", "--uid", str(OPS_UID), "--user-group",
-                    "--shell", "/bin/bash", "--comment", "swarm-estate operator", OPS_USER],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "chroot",
+            str(rootfs),
+            "useradd",
+            "--create-home",
+            "--uid",
+            str(OPS_UID),
+            "--user-group",
+            "--shell",
+            "/bin/bash",
+            "--comment",
+            "swarm-estate operator",
+            OPS_USER,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     # Identity is made per host at first boot (lab-host-init): never shared through the image.
     for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
@@ -154,8 +191,7 @@ def host_rootfs_tarball() -> Path:
         raise RuntimeError("debootstrap is not installed (apt-get install debootstrap): the host image needs it")
     with tempfile.TemporaryDirectory(prefix="host-rootfs-", dir=cache_dir()) as tmp:
         rootfs = Path(tmp) / "rootfs"
-        cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(HOST_PACKAGES)}", SUITE, str(rootfs),
-               MIRROR]
+        cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(HOST_PACKAGES)}", SUITE, str(rootfs), MIRROR]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
         if result.returncode != 0:
             log = rootfs / "debootstrap" / "debootstrap.log"
@@ -163,8 +199,9 @@ def host_rootfs_tarball() -> Path:
             raise RuntimeError(f"debootstrap of the host image failed ({result.returncode}):\n{detail}")
         _customize(rootfs)
         partial = tarball.with_suffix(".partial")
-        subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."], check=True,
-                       timeout=BUILD_TIMEOUT_S)
+        subprocess.run(
+            ["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."], check=True, timeout=BUILD_TIMEOUT_S
+        )
         partial.rename(tarball)  # atomic: a concurrent or interrupted build never leaves half a cache entry
     for stale in cache_dir().glob(f"host-{SUITE}-*.tar"):
         if stale != tarball:
@@ -185,9 +222,12 @@ def host_image(engine: DockerCli) -> str:
     rootfs_ref = f"{ref}-rootfs"
     engine.run(
         "import",
-        "--change", "ENV container=docker",
-        "--change", f'ENTRYPOINT ["{INIT}"]',
-        str(host_rootfs_tarball()), rootfs_ref,
+        "--change",
+        "ENV container=docker",
+        "--change",
+        f'ENTRYPOINT ["{INIT}"]',
+        str(host_rootfs_tarball()),
+        rootfs_ref,
         timeout=600,
     )
     with tempfile.TemporaryDirectory(prefix="host-image-") as context:

@@ -22,31 +22,50 @@ from pathlib import Path
 
 from .engine import Engine
 from .hosts import LOGIN_USERS
+from .wait import wait_until
 
 # The kernel refuses --privileged here (no CAP_SYS_RESOURCE in the bounding set); this is the
 # widest set it accepts, and enough for an inner dockerd with overlay networking.
 NODE_SECURITY_ARGS = (
-    "--cap-add", "ALL",
-    "--cap-drop", "SYS_RESOURCE",
-    "--security-opt", "seccomp=unconfined",
-    "--security-opt", "apparmor=unconfined",
-    "--security-opt", "systempaths=unconfined",
-    "--device-cgroup-rule", "a *:* rwm",
+    "--cap-add",
+    "ALL",
+    "--cap-drop",
+    "SYS_RESOURCE",
+    "--security-opt",
+    "seccomp=unconfined",
+    "--security-opt",
+    "apparmor=unconfined",
+    "--security-opt",
+    "systempaths=unconfined",
+    "--device-cgroup-rule",
+    "a *:* rwm",
 )
 # Systemd "existing hosts" (hosts.host_image): the same, except where PID 1 is systemd on a shared machine.
 SYSTEMD_NODE_ARGS = (
-    "--cap-add", "ALL",
-    "--cap-drop", "SYS_RESOURCE",
+    "--cap-add",
+    "ALL",
+    "--cap-drop",
+    "SYS_RESOURCE",
     # The machine's clock is every container's: a host's chronyd runs without steering it (-x), and may not.
-    "--cap-drop", "SYS_TIME",
-    "--security-opt", "seccomp=unconfined",
-    "--security-opt", "apparmor=unconfined",
+    "--cap-drop",
+    "SYS_TIME",
+    "--security-opt",
+    "seccomp=unconfined",
+    "--security-opt",
+    "apparmor=unconfined",
     # No systempaths=unconfined: /proc/sys stays read-only but for the host's own /proc/sys/net (the image's
     # lab-host-init reopens it), so neither systemd nor dockerd can rewrite the machine's kernel settings.
-    "--device-cgroup-rule", "a *:* rwm",
+    "--device-cgroup-rule",
+    "a *:* rwm",
     # The container's own cgroup namespace: systemd finds its cgroup at the root of every v1 hierarchy.
-    "--cgroupns", "private",
-    "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
+    "--cgroupns",
+    "private",
+    "--tmpfs",
+    "/run",
+    "--tmpfs",
+    "/run/lock",
+    "--tmpfs",
+    "/tmp",
 )
 READY_TIMEOUT_S = 90
 # dockerd gives its containers 10 s on shutdown (15 s in all), systemd the units 90 s: the engine waits this long.
@@ -64,12 +83,16 @@ class Node:
     def container(self) -> str:
         return f"{self.lab.prefix}-{self.name}"
 
-    def ssh(self, command: str, *, check: bool = True, timeout: float = 120, input: str | None = None,
-            user: str = "root") -> subprocess.CompletedProcess[str]:
+    def ssh(
+        self, command: str, *, check: bool = True, timeout: float = 120, input: str | None = None, user: str = "root"
+    ) -> subprocess.CompletedProcess[str]:
         """Run `command` through the node's sshd as `user` (a real SSH session, like the remote provider)."""
         result = subprocess.run(
             ["ssh", *self.lab.ssh_options(), f"{user}@{self.address}", command],
-            capture_output=True, text=True, timeout=timeout, input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
         )
         if check and result.returncode != 0:
             raise RuntimeError(
@@ -99,25 +122,26 @@ class Node:
         self._wait("echo up", timeout)
 
     def _wait(self, probe: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            try:
-                result = self.ssh(probe, check=False, timeout=10)
-                if result.returncode == 0 and result.stdout.strip():
-                    return
-                last = result.stderr.strip()
-            except subprocess.TimeoutExpired:
-                last = "ssh timed out"
-            time.sleep(0.5)
-        raise RuntimeError(f"node {self.name} not ready after {timeout}s: {last}\n{self.diagnostics()}")
+        def answered() -> bool:
+            result = self.ssh(probe, check=False, timeout=10)
+            if result.returncode == 0 and result.stdout.strip():
+                return True
+            raise ConnectionError(result.stderr.strip())  # the last refusal is the diagnosis
+
+        try:
+            wait_until(answered, timeout, f"node {self.name}", retry_on=(ConnectionError, subprocess.TimeoutExpired))
+        except AssertionError as exc:
+            raise RuntimeError(f"{exc}\n{self.diagnostics()}") from None
 
     def diagnostics(self) -> str:
         """What the engine and the node say about its start, for an error message."""
         logs = self.lab.engine.run("logs", "--tail", "30", self.container, check=False)
         if self.systemd:
             inner = self.lab.engine.run(
-                "exec", self.container, "sh", "-c",
+                "exec",
+                self.container,
+                "sh",
+                "-c",
                 "systemctl is-system-running; systemctl --failed --no-legend --no-pager; "
                 "journalctl --no-pager -n 30 -u ssh.service -u containerd.service -u docker.service",
                 check=False,
@@ -144,12 +168,24 @@ class Lab:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.key = self.workdir / "id_ed25519"
         if not self.key.exists():
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "swarm-estate-test",
-                            "-f", str(self.key)], check=True, timeout=30)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "swarm-estate-test", "-f", str(self.key)],
+                check=True,
+                timeout=30,
+            )
         self.network = f"{self.prefix}-net"
         if self.engine.run("network", "inspect", self.network, check=False).returncode != 0:
-            self.engine.run("network", "create", "--driver", "bridge", "--subnet", str(self.subnet),
-                            "--gateway", str(self.subnet.network_address + 1), self.network)
+            self.engine.run(
+                "network",
+                "create",
+                "--driver",
+                "bridge",
+                "--subnet",
+                str(self.subnet),
+                "--gateway",
+                str(self.subnet.network_address + 1),
+                self.network,
+            )
 
     @property
     def public_key(self) -> str:
@@ -157,16 +193,30 @@ class Lab:
 
     def ssh_options(self) -> list[str]:
         return [
-            "-i", str(self.key),
-            "-o", "BatchMode=yes",
-            "-o", "StrictHostKeyChecking=no",
-            "-o", f"UserKnownHostsFile={self.workdir / 'known_hosts'}",
-            "-o", "LogLevel=ERROR",
-            "-o", "ConnectTimeout=5",
+            "-i",
+            str(self.key),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            f"UserKnownHostsFile={self.workdir / 'known_hosts'}",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=5",
         ]
 
-    def add_node(self, name: str, address: IPv4Address | str, *, publish_api: int | None = None,
-                 wait: bool = True, image: str | None = None, systemd: bool | None = None) -> Node:
+    def add_node(
+        self,
+        name: str,
+        address: IPv4Address | str,
+        *,
+        publish_api: int | None = None,
+        wait: bool = True,
+        image: str | None = None,
+        systemd: bool | None = None,
+    ) -> Node:
         """Start one node container (`<prefix>-<name>`, hostname `name`) at a fixed address.
 
         `image` defaults to the Lab's, `systemd` to the Lab's: a systemd host is created, given the
@@ -177,10 +227,18 @@ class Lab:
             if publish_api is not None:
                 raise ValueError("a systemd host's dockerd listens on its unix socket only: no API to publish")
             self.engine.run(
-                "create", "--name", node.container, "--hostname", name,
-                "--network", self.network, "--ip", str(node.address),
+                "create",
+                "--name",
+                node.container,
+                "--hostname",
+                name,
+                "--network",
+                self.network,
+                "--ip",
+                str(node.address),
                 *SYSTEMD_NODE_ARGS,
-                "-v", f"{node.container}-docker:/var/lib/docker",
+                "-v",
+                f"{node.container}-docker:/var/lib/docker",
                 image or self.image,
             )
             self.nodes[name] = node
@@ -188,12 +246,25 @@ class Lab:
             self.engine.run("start", node.container)
         else:
             args = [
-                "run", "-d", "--name", node.container, "--hostname", name,
-                "--network", self.network, "--ip", str(node.address),
+                "run",
+                "-d",
+                "--name",
+                node.container,
+                "--hostname",
+                name,
+                "--network",
+                self.network,
+                "--ip",
+                str(node.address),
                 *NODE_SECURITY_ARGS,
-                "--tmpfs", "/run", "--tmpfs", "/tmp",
-                "-v", f"{node.container}-docker:/var/lib/docker",
-                "-e", f"NODE_AUTHORIZED_KEY={self.public_key}",
+                "--tmpfs",
+                "/run",
+                "--tmpfs",
+                "/tmp",
+                "-v",
+                f"{node.container}-docker:/var/lib/docker",
+                "-e",
+                f"NODE_AUTHORIZED_KEY={self.public_key}",
             ]
             if publish_api is not None:
                 args += ["-p", f"127.0.0.1:{publish_api}:2375"]
@@ -203,8 +274,9 @@ class Lab:
             node.wait_ready()
         return node
 
-    def add_nodes(self, names_and_addresses: list[tuple[str, str]], *, image: str | None = None,
-                  systemd: bool | None = None) -> list[Node]:
+    def add_nodes(
+        self, names_and_addresses: list[tuple[str, str]], *, image: str | None = None, systemd: bool | None = None
+    ) -> list[Node]:
         """Start several nodes at once, then wait for all of them (they boot in parallel)."""
         nodes = [self.add_node(n, a, wait=False, image=image, systemd=systemd) for n, a in names_and_addresses]
         for node in nodes:
@@ -225,11 +297,18 @@ class Lab:
                 keys = tarfile.TarInfo(f"{ssh_dir.name}/authorized_keys")
                 keys.mode, keys.uid, keys.gid, keys.size, keys.mtime = 0o600, uid, gid, len(key), ssh_dir.mtime
                 tar.addfile(keys, io.BytesIO(key))
-        copied = subprocess.run(["docker", "cp", "-a", "-", f"{node.container}:/"], input=archive.getvalue(),
-                                capture_output=True, timeout=60, env=self.engine.env())
+        copied = subprocess.run(
+            ["docker", "cp", "-a", "-", f"{node.container}:/"],
+            input=archive.getvalue(),
+            capture_output=True,
+            timeout=60,
+            env=self.engine.env(),
+        )
         if copied.returncode != 0:
-            raise RuntimeError(f"docker cp of the authorized keys into {node.container} failed: "
-                               f"{copied.stderr.decode(errors='replace').strip()}")
+            raise RuntimeError(
+                f"docker cp of the authorized keys into {node.container} failed: "
+                f"{copied.stderr.decode(errors='replace').strip()}"
+            )
 
     def load_image(self, ref: str, nodes: list[Node] | None = None) -> None:
         """Copy an image of the outer engine into nodes (docker save | docker load, no registry)."""
@@ -237,8 +316,13 @@ class Lab:
         self.engine.run("save", "-o", str(saved), ref, timeout=300)
         for node in nodes or list(self.nodes.values()):
             with saved.open("rb") as data:
-                subprocess.run(["ssh", *self.ssh_options(), f"root@{node.address}", "docker load -q"],
-                               stdin=data, check=True, capture_output=True, timeout=300)
+                subprocess.run(
+                    ["ssh", *self.ssh_options(), f"root@{node.address}", "docker load -q"],
+                    stdin=data,
+                    check=True,
+                    capture_output=True,
+                    timeout=300,
+                )
 
     def close(self) -> None:
         for node in list(self.nodes.values()):
@@ -254,8 +338,15 @@ class Lab:
         self.close()
 
 
-def free_subnet(candidates: tuple[str, ...] = ("172.31.240.0/24", "172.31.241.0/24", "172.30.242.0/24",
-                                               "10.251.240.0/24", "10.252.240.0/24")) -> IPv4Network:
+def free_subnet(
+    candidates: tuple[str, ...] = (
+        "172.31.240.0/24",
+        "172.31.241.0/24",
+        "172.30.242.0/24",
+        "10.251.240.0/24",
+        "10.252.240.0/24",
+    ),
+) -> IPv4Network:
     """A /24 no route on this machine overlaps, so the lab's bridge cannot shadow another network."""
     routes = subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True, check=True).stdout
     taken = []

@@ -22,6 +22,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from .engine import Engine
+from .wait import wait_until
 
 REQUEST_TIMEOUT_S = 5
 
@@ -34,7 +35,11 @@ class Answer:
 
 
 def request(
-    entrypoint: str, host: str, path: str = "/", cookie: str | None = None, own: IPv4Network | None = None,
+    entrypoint: str,
+    host: str,
+    path: str = "/",
+    cookie: str | None = None,
+    own: IPv4Network | None = None,
     headers: dict[str, str] | None = None,
 ) -> Answer:
     """One request to `entrypoint` (http(s)://127.0.0.1:port, or an address of `own`, the test's own network)
@@ -62,29 +67,6 @@ def request(
         )
     finally:
         conn.close()
-
-
-def wait_until(
-    predicate: Callable[[], Any],
-    timeout: float,
-    what: str,
-    every: float = 0.5,
-    retry_on: tuple[type[BaseException], ...] = (OSError, http.client.HTTPException, RuntimeError),
-) -> Any:
-    """The predicate's first truthy value within `timeout`; the errors in `retry_on` count as not yet."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except retry_on as exc:
-            last = exc
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last})" if last else ""))
 
 
 def task_time(task: dict[str, Any]) -> float:
@@ -162,8 +144,12 @@ class Swarm:
 
 def _docker_exec(engine: Engine, container: str, args: Sequence[str], timeout: float) -> str:
     result = subprocess.run(
-        ["docker", "exec", container, "docker", *args], capture_output=True, text=True, env=engine.env(),
-        timeout=timeout, check=False,
+        ["docker", "exec", container, "docker", *args],
+        capture_output=True,
+        text=True,
+        env=engine.env(),
+        timeout=timeout,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)} on {container}: {result.stderr.strip()}")
@@ -176,20 +162,36 @@ _STATUS = re.compile(r'^haproxy_server_status\{proxy="([^"]+)",server="([^"]+)",
 class Rotation:
     """How many servers of a backend each L7 HAProxy has UP, read from its own Prometheus page."""
 
-    def __init__(self, swarm: Swarm, l7_nodes: Sequence[str], backend: str, l7_service: str = "l7_haproxy",
-                 stats_port: int = 8404):
+    def __init__(
+        self,
+        swarm: Swarm,
+        l7_nodes: Sequence[str],
+        backend: str,
+        l7_service: str = "l7_haproxy",
+        stats_port: int = 8404,
+    ):
         self.swarm, self.nodes, self.backend = swarm, list(l7_nodes), backend
         self.l7_service, self.stats_port = l7_service, stats_port
         self._tasks: dict[str, str] = {}
 
     def metrics(self, node: str) -> str:
         for _ in range(2):
-            task = self._tasks.get(node) or self.swarm.node_docker(
-                node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={self.l7_service}"
-            ).split()[0]
+            task = (
+                self._tasks.get(node)
+                or self.swarm.node_docker(
+                    node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={self.l7_service}"
+                ).split()[0]
+            )
             try:
                 out = self.swarm.node_docker(
-                    node, "exec", task, "wget", "-q", "-O", "-", f"http://127.0.0.1:{self.stats_port}/metrics",
+                    node,
+                    "exec",
+                    task,
+                    "wget",
+                    "-q",
+                    "-O",
+                    "-",
+                    f"http://127.0.0.1:{self.stats_port}/metrics",
                     timeout=10,
                 )
                 self._tasks[node] = task

@@ -89,9 +89,11 @@ class Step:
         (`taskSpec.containerSpec.env`, `…sysctl`) as added with an unknown value; they are absent from the inputs
         before and after, and nothing changes for them. Those entries are left out here."""
         return sorted(
-            path for path, d in self.detailed.items()
+            path
+            for path, d in self.detailed.items()
             if d.get("kind") not in ("add", "add-replace")
-            or _lookup(self.new_inputs, path) is not None or _lookup(self.old_inputs, path) is not None
+            or _lookup(self.new_inputs, path) is not None
+            or _lookup(self.old_inputs, path) is not None
         )
 
 
@@ -189,8 +191,15 @@ class PulumiStack:
         return self.project / f"Pulumi.{self.name}.yaml"
 
     @classmethod
-    def create(cls, workdir: Path, name: str, config: dict[str, Any], *, secrets: dict[str, str] | None = None,
-               extra_env: dict[str, str] | None = None) -> PulumiStack:
+    def create(
+        cls,
+        workdir: Path,
+        name: str,
+        config: dict[str, Any],
+        *,
+        secrets: dict[str, str] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> PulumiStack:
         """A new stack in a file backend under `workdir`, with `config` (plain values) and `secrets`
         (set with `pulumi config set --secret`, so the config file holds ciphertext as a user's would)."""
         env = cli_env(workdir, extra_env)
@@ -201,14 +210,23 @@ class PulumiStack:
 
     # --- running the CLI ---------------------------------------------------------------------------
 
-    def run(self, *args: str, timeout: float = DEFAULT_TIMEOUT_S, check: bool = True,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, timeout: float = DEFAULT_TIMEOUT_S, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         cmd = ["pulumi", *args, "--non-interactive"]
         if args[0] in ("up", "preview", "refresh", "destroy", "config") or args[:2] in STACK_SCOPED:
             cmd += ["--stack", self.name]
         started = time.monotonic()
-        result = subprocess.run(cmd, cwd=self.project, env=self.env, capture_output=True, text=True, timeout=timeout,
-                                input=input, check=False)
+        result = subprocess.run(
+            cmd,
+            cwd=self.project,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            check=False,
+        )
         self.history.append(f"{' '.join(args)} -> {result.returncode} in {time.monotonic() - started:.1f}s")
         # every run's whole output, kept beside the backend for a post-mortem (pytest keeps its temp dirs)
         log = self.workdir / "logs" / f"{len(self.history):03d}-{args[0]}.log"
@@ -251,8 +269,10 @@ class PulumiStack:
         if result.returncode != 0:
             errors = [d.get("message", "") for d in plan.diagnostics if d.get("severity") == "error"]
             changed = [f"{s.op} {s.name} {s.diffs}" for s in plan.changed()]
-            raise PulumiError(args, subprocess.CompletedProcess(
-                result.args, result.returncode, "\n".join(errors + changed), result.stderr))
+            raise PulumiError(
+                args,
+                subprocess.CompletedProcess(result.args, result.returncode, "\n".join(errors + changed), result.stderr),
+            )
         return plan
 
     def up(self, *extra: str, timeout: float = DEFAULT_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
