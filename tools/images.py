@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -64,35 +65,47 @@ def recipe_hash() -> str:
     return digest.hexdigest()[:16]
 
 
-def node_rootfs_tarball() -> Path:
-    """The cached root filesystem of the node image; debootstraps it when absent."""
-    tarball = cache_dir() / f"node-{SUITE}-{recipe_hash()}.tar"
+def debootstrap_tarball(
+    kind: str, packages: tuple[str, ...], recipe: str, customize: Callable[[Path], None]
+) -> Path:
+    """The cached root filesystem `<kind>-<suite>-<recipe>.tar`: a minbase Debian with `packages`, then
+    `customize(rootfs)`; debootstrapped when absent. Older recipes of the same kind are deleted (~400 MB each)."""
+    tarball = cache_dir() / f"{kind}-{SUITE}-{recipe}.tar"
     if tarball.exists():
         return tarball
     if shutil.which("debootstrap") is None:
-        raise RuntimeError("debootstrap is not installed (apt-get install debootstrap): the node image needs it")
-    with tempfile.TemporaryDirectory(prefix="node-rootfs-", dir=cache_dir()) as tmp:
+        raise RuntimeError(f"debootstrap is not installed (apt-get install debootstrap): the {kind} image needs it")
+    with tempfile.TemporaryDirectory(prefix=f"{kind}-rootfs-", dir=cache_dir()) as tmp:
         rootfs = Path(tmp) / "rootfs"
-        cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(rootfs), MIRROR]
+        cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", SUITE, str(rootfs), MIRROR]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
         if result.returncode != 0:
-            log = (rootfs / "debootstrap" / "debootstrap.log")
+            log = rootfs / "debootstrap" / "debootstrap.log"
             detail = log.read_text()[-3000:] if log.exists() else result.stderr[-3000:]
-            raise RuntimeError(f"debootstrap of the node image failed ({result.returncode}):\n{detail}")
-        shutil.copy(ENTRYPOINT, rootfs / "usr/local/bin/node-entrypoint")
-        os.chmod(rootfs / "usr/local/bin/node-entrypoint", 0o755)
+            raise RuntimeError(f"debootstrap of the {kind} image failed ({result.returncode}):\n{detail}")
+        customize(rootfs)
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for entry in (rootfs / junk).glob("*"):
                 if entry.is_file():
                     entry.unlink()
         partial = tarball.with_suffix(".partial")
         subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."], check=True,
-                       timeout=BUILD_TIMEOUT_S)
+                       timeout=BUILD_TIMEOUT_S)  # fmt: skip
         partial.rename(tarball)  # atomic: a concurrent or interrupted build never leaves half a cache entry
-    for stale in cache_dir().glob(f"node-{SUITE}-*.tar"):
+    for stale in cache_dir().glob(f"{kind}-{SUITE}-*.tar"):
         if stale != tarball:
-            stale.unlink(missing_ok=True)  # an older recipe: ~400 MB nobody will use again
+            stale.unlink(missing_ok=True)  # an older recipe nobody will use again
     return tarball
+
+
+def _add_entrypoint(rootfs: Path) -> None:
+    shutil.copy(ENTRYPOINT, rootfs / "usr/local/bin/node-entrypoint")
+    os.chmod(rootfs / "usr/local/bin/node-entrypoint", 0o755)
+
+
+def node_rootfs_tarball() -> Path:
+    """The cached root filesystem of the node image; debootstraps it when absent."""
+    return debootstrap_tarball("node", PACKAGES, recipe_hash(), _add_entrypoint)
 
 
 def node_image(engine: DockerCli) -> str:

@@ -21,8 +21,9 @@ from typing import Any
 import yaml
 
 from tests.harness import Engine, free_subnet
-from tests.harness.estates import LocalImages, local_dev, stack_estate
+from tests.harness.estates import LocalImages, local_dev
 from tests.harness.probe import Rotation, Swarm
+from tests.harness.project import estate_of
 from tests.harness.pulumi import PulumiStack
 from tests.harness.wait import wait_until
 
@@ -85,7 +86,7 @@ def dev_figures(work: Path) -> list[Row]:
 def many_services_estate(engine: Engine, images: LocalImages, services: int, work: Path) -> dict[str, Any]:
     """One manager (which also carries the L7), one stack of `services` unrouted services: replicas 0 (a swarm
     object, no task) except the first, which runs one task."""
-    estate = local_dev(engine, images, free_subnet(), stack_estate("dev"))
+    estate = local_dev(engine, images, free_subnet(), estate_of("dev"))
     estate["name"] = "bench"
     estate["swarm"]["managers"] = {"count": 1, "labels": ["l7=true"]}
     estate["swarm"]["workers"] = {"count": 0}

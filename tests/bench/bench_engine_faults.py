@@ -3,7 +3,7 @@ figures (ratio to bare SDK registration, critical paths).
 
     venv/bin/python -m tests.bench.bench_engine_faults [--sizes 100,1000] [--repeat 3] [--no-engine]
 
-The scenarios are the ones `tests/test_engine_faults.py` asserts, run in the same order on one estate (3 managers
+The scenarios are the ones `tests/engine/test_engine_faults.py` asserts, run in the same order on one estate (3 managers
 + 2 workers, L7 on both workers, demo `web` with 2 replicas, brought up by `pulumi up`) under a loopback load of
 25 req/s per stream. Run on demand; nothing here is asserted.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench.bench_synth import bare_registration, generated_estate, timed
-from tests.conftest import config_for, estate_of
-from tests.test_engine_faults import SCENARIOS, Estate, build_estate, destroy
+from tests.engine.test_engine_faults import SCENARIOS, Estate, build_estate, destroy
+from tests.harness.project import config_for, estate_of
 from tools.synth import run_program
 
 # (scenario, figure key in its result, label in the table, unit)

@@ -20,7 +20,7 @@ from typing import Any
 import pulumi
 import yaml
 
-from tests.conftest import config_for, estate_of
+from tests.harness.project import config_for, estate_of
 from tools.synth import SynthResult, run_function, run_program
 
 

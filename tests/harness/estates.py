@@ -8,26 +8,16 @@ asserts that list stays this short, so the tests keep exercising the real dev es
 from __future__ import annotations
 
 import copy
-import socket
 from dataclasses import dataclass
 from ipaddress import IPv4Network
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from components.model import load_estate
 from tools.images import app_image, haproxy_image, image_id, node_image
 
 from .engine import Engine
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-def stack_estate(stack: str) -> dict[str, Any]:
-    """The `swarm-estate:estate` value of `Pulumi.<stack>.yaml`, as a fresh mutable dict."""
-    doc = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
-    return copy.deepcopy(doc["config"]["swarm-estate:estate"])
+from .ports import free_ports
+from .project import estate_of
 
 
 @dataclass(frozen=True)
@@ -54,32 +44,11 @@ class LocalImages:
         )
 
 
-def free_ports(count: int, consecutive: int = 1) -> list[int]:
-    """`count` ranges of `consecutive` ports, each free on 127.0.0.1 now (first port of each)."""
-    found: list[int] = []
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            start = s.getsockname()[1]
-        if start + consecutive > 65535 or any(abs(start - f) < consecutive + 1 for f in found):
-            continue
-        try:
-            for port in range(start, start + consecutive):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        found.append(start)
-        if len(found) == count:
-            return found
-    raise RuntimeError("no free loopback ports")
-
-
 def local_dev(
     engine: Engine, images: LocalImages, subnet: IPv4Network, estate: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """`estate` (the dev estate by default) on this machine's engine, images and ports; nothing else changes."""
-    estate = copy.deepcopy(estate if estate is not None else stack_estate("dev"))
+    estate = copy.deepcopy(estate if estate is not None else estate_of("dev"))
     spec = load_estate(copy.deepcopy(estate))
     api, http, https = free_ports(3, consecutive=max(1, len(spec.l7_nodes())))
     estate["docker"].update(

@@ -15,12 +15,11 @@ Its root filesystem is cached like the node image's (`tools.images.node_rootfs_t
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-from tools.images import BUILD_TIMEOUT_S, MIRROR, SUITE, DockerCli, cache_dir
+from tools.images import SUITE, DockerCli, debootstrap_tarball
 
 # What a Debian server that runs Docker already has, and what the bootstrap of an existing host checks for:
 # `components.cloudinit._packages` without a VM (nftables, chrony; docker.io for `engine.install: distro`, which
@@ -176,37 +175,11 @@ def _customize(rootfs: Path) -> None:
     dbus_id = rootfs / "var/lib/dbus/machine-id"
     dbus_id.unlink(missing_ok=True)
     dbus_id.symlink_to("/etc/machine-id")
-    for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
-        for entry in (rootfs / junk).glob("*"):
-            if entry.is_file():
-                entry.unlink()
 
 
 def host_rootfs_tarball() -> Path:
     """The cached root filesystem of the host image; debootstraps it when absent."""
-    tarball = cache_dir() / f"host-{SUITE}-{host_recipe_hash()}.tar"
-    if tarball.exists():
-        return tarball
-    if shutil.which("debootstrap") is None:
-        raise RuntimeError("debootstrap is not installed (apt-get install debootstrap): the host image needs it")
-    with tempfile.TemporaryDirectory(prefix="host-rootfs-", dir=cache_dir()) as tmp:
-        rootfs = Path(tmp) / "rootfs"
-        cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(HOST_PACKAGES)}", SUITE, str(rootfs), MIRROR]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
-        if result.returncode != 0:
-            log = rootfs / "debootstrap" / "debootstrap.log"
-            detail = log.read_text()[-3000:] if log.exists() else result.stderr[-3000:]
-            raise RuntimeError(f"debootstrap of the host image failed ({result.returncode}):\n{detail}")
-        _customize(rootfs)
-        partial = tarball.with_suffix(".partial")
-        subprocess.run(
-            ["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."], check=True, timeout=BUILD_TIMEOUT_S
-        )
-        partial.rename(tarball)  # atomic: a concurrent or interrupted build never leaves half a cache entry
-    for stale in cache_dir().glob(f"host-{SUITE}-*.tar"):
-        if stale != tarball:
-            stale.unlink(missing_ok=True)
-    return tarball
+    return debootstrap_tarball("host", HOST_PACKAGES, host_recipe_hash(), _customize)
 
 
 def host_image(engine: DockerCli) -> str:

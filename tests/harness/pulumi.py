@@ -28,7 +28,8 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from .project import ROOT
+
 PROJECT = "swarm-estate"
 PASSPHRASE = "swarm-estate-tests"  # a test backend's secrets provider: known, and never a real secret
 DEFAULT_TIMEOUT_S = 1800
