@@ -94,18 +94,11 @@ class Estate(pulumi.ComponentResource):
             L7Args(spec, self.routes, self.swarm.provider, self.swarm.public_network, args.secrets),
             on_swarm,
         )
+        shared_networks = {spec.public_network.name: self.swarm.public_network, **self.swarm.overlays}
         self.stacks = {
             stack_name: AppStack(
                 f"{name}-stack-{stack_name}",
-                AppStackArgs(
-                    spec,
-                    stack_name,
-                    stack,
-                    self.swarm.provider,
-                    self.swarm.public_network,
-                    self.swarm.overlays,
-                    args.secrets,
-                ),
+                AppStackArgs(stack, self.swarm.provider, shared_networks, args.secrets),
                 on_swarm,
             )
             for stack_name, stack in args.prepared.stacks.items()

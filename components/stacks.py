@@ -28,7 +28,6 @@ from .compose.spec import (
     swarm_secret_prefix,
 )
 from .config_secrets import SecretSource
-from .model import EstateSpec
 from .render.compose import render_compose
 from .swarm import ipam_config
 from .units import go_duration
@@ -38,12 +37,9 @@ __all__ = ["AppStack", "AppStackArgs", "content_name"]
 
 @dataclass(frozen=True)
 class AppStackArgs:
-    spec: EstateSpec
-    name: str
-    stack: ImportedStack
-    provider: docker.Provider
-    public_network: docker.Network
-    overlays: Mapping[str, docker.Network]
+    stack: ImportedStack  # the compose file with the estate applied; its name is the stack's namespace
+    provider: docker.Provider  # the swarm's
+    shared_networks: Mapping[str, docker.Network]  # the estate's overlays by name, haproxy-public included
     secrets: SecretSource
 
 
@@ -54,7 +50,7 @@ class AppStack(pulumi.ComponentResource):
     def __init__(self, name: str, args: AppStackArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("swarm-estate:stacks:AppStack", name, None, opts)
         stack = args.stack
-        ns = args.name
+        ns = stack.name
         child = pulumi.ResourceOptions(parent=self, provider=args.provider)
         self.files = {f"stacks/{ns}/docker-compose.yml": render_compose(stack)}
 
@@ -77,8 +73,7 @@ class AppStack(pulumi.ComponentResource):
         for key, net in stack.networks.items():
             if net.external:
                 actual = net.name or key
-                shared = args.public_network if actual == args.spec.public_network.name else args.overlays[actual]
-                network_ids[key] = shared.id
+                network_ids[key] = args.shared_networks[actual].id
 
         used_configs = {ref.source for s in stack.services.values() for ref in s.configs}
         configs: dict[str, docker.ServiceConfig] = {}

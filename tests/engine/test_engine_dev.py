@@ -14,17 +14,16 @@ import json
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from components.model import EstateSpec, load_estate
 from tests.harness import Engine, free_subnet
-from tests.harness.estates import LocalImages, changed_keys, local_dev
+from tests.harness.estates import LocalEstate, LocalImages, changed_keys, local_dev
 from tests.harness.loadgen import Load, Target
-from tests.harness.probe import Rotation, Swarm, request
+from tests.harness.probe import request
 from tests.harness.project import estate_of
 from tests.harness.pulumi import Plan, PulumiStack
 from tests.harness.wait import wait_until
@@ -40,33 +39,8 @@ NEVER_REPLACED = re.compile(r"-nodes-(manager|worker)\d+$|-swarm-init$|-join$|-n
 
 
 @dataclass
-class Dev:
-    engine: Engine
-    images: LocalImages
-    stack: PulumiStack
-    estate: dict[str, Any]
-    workdir: Path
-    swarm: Swarm = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.swarm = Swarm.in_containers(self.engine, self.container(self.spec.managers[0].name), self.container)
-
-    @property
-    def spec(self) -> EstateSpec:
-        return load_estate(copy.deepcopy(self.estate))
-
-    def container(self, node: str) -> str:
-        return f"{self.spec.name}-{node}"
-
-    def configure(self, estate: dict[str, Any]) -> None:
-        self.stack.set_config({"swarm-estate:estate": estate})
-        self.estate = estate
-
-    def outputs(self) -> dict[str, Any]:
-        return self.stack.outputs()
-
-    def rotation(self, backend: str = "demo_web") -> Rotation:
-        return Rotation(self.swarm, [n.name for n in self.spec.l7_nodes()], backend)
+class Dev(LocalEstate):
+    workdir: Path = Path()  # the test's own folder (event logs, a new stack's files)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +52,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
         estate = local_dev(engine, images, free_subnet())
         workdir = tmp_path_factory.mktemp("engine-dev")
         stack = PulumiStack.create(workdir / "pulumi", "dev", {"swarm-estate:estate": estate})
-        yield Dev(engine, images, stack, estate, workdir)
+        yield Dev(engine, images, stack, estate, workdir=workdir)
     finally:
         if stack is not None:
             stack.run("destroy", "--yes", "--skip-preview", check=False)

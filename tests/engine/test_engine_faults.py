@@ -16,19 +16,17 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from components.model import EstateSpec, load_estate
 from components.render.l7 import pickup_bound_ms
 from components.units import duration_ms
 from tests.harness import Engine, free_subnet
-from tests.harness.estates import LocalImages, local_dev
+from tests.harness.estates import LocalEstate, LocalImages, local_dev
 from tests.harness.loadgen import Load, LoadResult, Target, get
-from tests.harness.probe import Rotation, Swarm, task_time
+from tests.harness.probe import Rotation, task_time
 from tests.harness.project import estate_of
 from tests.harness.pulumi import PulumiStack
 from tests.harness.wait import wait_until
@@ -66,39 +64,14 @@ def with_extra_worker(estate: dict[str, Any]) -> dict[str, Any]:
     return estate
 
 
-@dataclass
-class Estate:
-    engine: Engine
-    images: LocalImages
-    stack: PulumiStack
-    estate: dict[str, Any]  # the config now applied (local overrides included)
-    swarm: Swarm = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.swarm = Swarm.in_containers(self.engine, self.container(self.spec.managers[0].name), self.container)
-
-    @property
-    def spec(self) -> EstateSpec:
-        return load_estate(copy.deepcopy(self.estate))
-
-    def container(self, node: str) -> str:
-        return f"{self.spec.name}-{node}"
-
-    @property
-    def entrypoints(self) -> list[str]:
-        return list(self.stack.outputs()["l7_https_entrypoints"])
-
+class Estate(LocalEstate):
     def update(self, estate: dict[str, Any]) -> None:
         """`pulumi up` of a changed config."""
-        self.stack.set_config({"swarm-estate:estate": estate})
-        self.estate = estate
+        self.configure(estate)
         self.stack.up()
 
-    def service(self, name: str) -> dict[str, Any]:
-        return self.swarm.service(name)
-
-    def rotation(self) -> Rotation:
-        return Rotation(self.swarm, [n.name for n in self.spec.l7_nodes()], SERVICE)
+    def rotation(self, backend: str = SERVICE) -> Rotation:
+        return super().rotation(backend)
 
 
 def build_estate(workdir: Path) -> Estate:

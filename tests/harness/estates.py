@@ -8,16 +8,18 @@ asserts that list stays this short, so the tests keep exercising the real dev es
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from typing import Any
 
-from components.model import load_estate
+from components.model import EstateSpec, load_estate
 from tools.images import app_image, haproxy_image, image_id, node_image
 
 from .engine import Engine
 from .ports import free_ports
+from .probe import Rotation, Swarm
 from .project import estate_of
+from .pulumi import PulumiStack
 
 
 @dataclass(frozen=True)
@@ -74,3 +76,44 @@ def changed_keys(before: Any, after: Any, path: str = "") -> list[str]:
             out += changed_keys(before.get(key), after.get(key), f"{path}.{key}" if path else str(key))
         return out
     return [] if before == after else [path]
+
+
+@dataclass
+class LocalEstate:
+    """A local dev estate under the real engine: its isolated engine, images, Pulumi stack and the config applied
+    (local overrides included), with the swarm as Docker reports it."""
+
+    engine: Engine
+    images: LocalImages
+    stack: PulumiStack
+    estate: dict[str, Any]
+    swarm: Swarm = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.swarm = Swarm.in_containers(self.engine, self.container(self.spec.managers[0].name), self.container)
+
+    @property
+    def spec(self) -> EstateSpec:
+        return load_estate(copy.deepcopy(self.estate))
+
+    def container(self, node: str) -> str:
+        return f"{self.spec.name}-{node}"
+
+    def configure(self, estate: dict[str, Any]) -> None:
+        """The stack's config becomes `estate` (no `up`)."""
+        self.stack.set_config({"swarm-estate:estate": estate})
+        self.estate = estate
+
+    def outputs(self) -> dict[str, Any]:
+        return self.stack.outputs()
+
+    @property
+    def entrypoints(self) -> list[str]:
+        return list(self.outputs()["l7_https_entrypoints"])
+
+    def service(self, name: str) -> dict[str, Any]:
+        return self.swarm.service(name)
+
+    def rotation(self, backend: str = "demo_web") -> Rotation:
+        """The L7s' view of one backend, node by node (HAProxy's own metrics)."""
+        return Rotation(self.swarm, [n.name for n in self.spec.l7_nodes()], backend)

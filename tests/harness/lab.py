@@ -223,49 +223,20 @@ class Lab:
         session key (root's and ops's authorized_keys, before PID 1 starts) and then started.
         """
         node = Node(self, name, IPv4Address(address), systemd=self.systemd if systemd is None else systemd)
+        identity = [
+            *("--name", node.container, "--hostname", name, "--network", self.network, "--ip", str(node.address)),
+            *("-v", f"{node.container}-docker:/var/lib/docker"),
+        ]
         if node.systemd:
             if publish_api is not None:
                 raise ValueError("a systemd host's dockerd listens on its unix socket only: no API to publish")
-            self.engine.run(
-                "create",
-                "--name",
-                node.container,
-                "--hostname",
-                name,
-                "--network",
-                self.network,
-                "--ip",
-                str(node.address),
-                *SYSTEMD_NODE_ARGS,
-                "-v",
-                f"{node.container}-docker:/var/lib/docker",
-                image or self.image,
-            )
+            self.engine.run("create", *identity, *SYSTEMD_NODE_ARGS, image or self.image)
             self.nodes[name] = node
             self._authorize(node)
             self.engine.run("start", node.container)
         else:
-            args = [
-                "run",
-                "-d",
-                "--name",
-                node.container,
-                "--hostname",
-                name,
-                "--network",
-                self.network,
-                "--ip",
-                str(node.address),
-                *NODE_SECURITY_ARGS,
-                "--tmpfs",
-                "/run",
-                "--tmpfs",
-                "/tmp",
-                "-v",
-                f"{node.container}-docker:/var/lib/docker",
-                "-e",
-                f"NODE_AUTHORIZED_KEY={self.public_key}",
-            ]
+            args = ["run", "-d", *identity, *NODE_SECURITY_ARGS, "--tmpfs", "/run", "--tmpfs", "/tmp"]
+            args += ["-e", f"NODE_AUTHORIZED_KEY={self.public_key}"]
             if publish_api is not None:
                 args += ["-p", f"127.0.0.1:{publish_api}:2375"]
             self.engine.run(*args, image or self.image)

@@ -122,13 +122,15 @@ def synth_stacks(
         provider = docker.Provider("docker", host="unix:///var/run/docker.sock")
         child = pulumi.ResourceOptions(provider=provider)
         public = docker.Network("public", name=spec.public_network.name, driver="overlay", opts=child)
-        overlays = {
-            o.name: docker.Network(f"overlay-{o.name}", name=o.name, driver="overlay", opts=child)
-            for o in spec.overlays
+        shared = {
+            spec.public_network.name: public,
+            **{
+                o.name: docker.Network(f"overlay-{o.name}", name=o.name, driver="overlay", opts=child)
+                for o in spec.overlays
+            },
         }
         return [
-            AppStack(name, AppStackArgs(spec, name, stack, provider, public, overlays, SecretSource()))
-            for name, stack in imported.items()
+            AppStack(name, AppStackArgs(stack, provider, shared, SecretSource())) for name, stack in imported.items()
         ]
 
     return run_function(program, config_for(raw, secrets), monitor=monitor)
