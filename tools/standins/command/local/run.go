@@ -17,24 +17,14 @@ func (r *Run) Annotate(a infer.Annotator) {
 
 // RunArgs are the function's inputs: the command and how to run it.
 type RunArgs struct {
-	Command                string             `pulumi:"command"`
-	Stdin                  *string            `pulumi:"stdin,optional"`
-	Logging                *Logging           `pulumi:"logging,optional"`
-	Interpreter            *[]string          `pulumi:"interpreter,optional"`
-	Dir                    *string            `pulumi:"dir,optional"`
-	Environment            *map[string]string `pulumi:"environment,optional"`
-	AssetPaths             *[]string          `pulumi:"assetPaths,optional"`
-	ArchivePaths           *[]string          `pulumi:"archivePaths,optional"`
-	AddPreviousOutputInEnv *bool              `pulumi:"addPreviousOutputInEnv,optional"`
+	Command string `pulumi:"command"`
+	RunOptions
 }
 
 func (a *RunArgs) Annotate(an infer.Annotator) {
 	an.Describe(&a.Command, "The command to run.")
-	an.Describe(&a.Stdin, "A string passed to the command's standard input.")
 	an.Describe(&a.Logging, "Which output streams are logged. Defaults to stdoutAndStderr.")
-	an.Describe(&a.Interpreter, "The program and arguments used to run the command. Defaults to [\"/bin/sh\", \"-c\"].")
 	an.Describe(&a.Dir, "The working directory of the command.")
-	an.Describe(&a.Environment, "Extra environment variables for the command's process.")
 	an.Describe(&a.AssetPaths, "Accepted for compatibility; the stand-in returns no assets from a function.")
 	an.Describe(&a.ArchivePaths, "Accepted for compatibility; the stand-in returns no archive from a function.")
 	an.Describe(&a.AddPreviousOutputInEnv, "Accepted for compatibility; a function has no previous output.")
@@ -51,12 +41,14 @@ type RunState struct {
 // Invoke runs the command with the resource's runner, so both behave the same.
 func (*Run) Invoke(ctx context.Context, req infer.FunctionRequest[RunArgs]) (infer.FunctionResponse[RunState], error) {
 	in := req.Input
+	opts := in.RunOptions
+	// A function returns no assets, so none are collected, and it has no
+	// previous output to pass on.
+	opts.AssetPaths, opts.ArchivePaths = nil, nil
 	off := false
-	state := CommandState{CommandArgs: CommandArgs{
-		Stdin: in.Stdin, Logging: in.Logging, Interpreter: in.Interpreter, Dir: in.Dir, Environment: in.Environment,
-		AddPreviousOutputInEnv: &off,
-	}}
-	err := state.run(ctx, in.Command)
+	opts.AddPreviousOutputInEnv = &off
+	state := CommandState{CommandArgs: CommandArgs{RunOptions: opts}}
+	err := state.Run(ctx, in.Command)
 	out := RunState{RunArgs: in, Stdout: state.Stdout, Stderr: state.Stderr}
 	return infer.FunctionResponse[RunState]{Output: out}, err
 }

@@ -11,26 +11,23 @@ import (
 
 	p "github.com/pulumi/pulumi-go-provider"
 	"github.com/pulumi/pulumi-go-provider/infer"
-	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 
 	"swarmestate.local/standins/command/internal/execlog"
+	"swarmestate.local/standins/command/internal/lifecycle"
 )
 
 // Logging selects which streams are forwarded to the engine's log.
 type Logging string
 
 // Values makes Logging a schema enum (token command:remote:Logging).
-func (Logging) Values() []infer.EnumValue[Logging] {
-	return []infer.EnumValue[Logging]{
-		{Name: "stdout", Value: "stdout", Description: "Capture stdout in logs but not stderr"},
-		{Name: "stderr", Value: "stderr", Description: "Capture stderr in logs but not stdout"},
-		{Name: "stdoutAndStderr", Value: "stdoutAndStderr", Description: "Capture stdout and stderr in logs"},
-		{Name: "none", Value: "none", Description: "Capture no logs"},
-	}
-}
+func (Logging) Values() []infer.EnumValue[Logging] { return execlog.LoggingValues[Logging]() }
 
-// Command is the resource controller; it holds no state of its own.
-type Command struct{}
+// Command is the resource controller; it holds no state of its own. Create,
+// Update and Delete come from the lifecycle shared with command:local:Command;
+// CommandState.Run is the SSH part, so delete reaches the host recorded in state.
+type Command struct {
+	lifecycle.Controller[CommandArgs, CommandState, *CommandState]
+}
 
 func (c *Command) Annotate(a infer.Annotator) {
 	a.Describe(&c, "A command run on a remote host over SSH. "+
@@ -40,10 +37,7 @@ func (c *Command) Annotate(a infer.Annotator) {
 // CommandArgs are the inputs. connection is secret as a whole because it
 // carries credentials; the SDK also wraps it in a secret.
 type CommandArgs struct {
-	Triggers               *[]any             `pulumi:"triggers,optional" provider:"replaceOnChanges"`
-	Create                 *string            `pulumi:"create,optional"`
-	Update                 *string            `pulumi:"update,optional"`
-	Delete                 *string            `pulumi:"delete,optional"`
+	lifecycle.Commands
 	Stdin                  *string            `pulumi:"stdin,optional"`
 	Logging                *Logging           `pulumi:"logging,optional"`
 	Connection             *Connection        `pulumi:"connection" provider:"secret"`
@@ -52,13 +46,6 @@ type CommandArgs struct {
 }
 
 func (c *CommandArgs) Annotate(a infer.Annotator) {
-	a.Describe(&c.Triggers, "Values of any type; a change to any of them replaces the resource.")
-	a.Describe(&c.Create, "The command to run when the resource is created. "+
-		"Also run on update when `update` is not set.")
-	a.Describe(&c.Update, "The command to run when the inputs change. If unset, `create` is run instead. "+
-		"PULUMI_COMMAND_STDOUT and PULUMI_COMMAND_STDERR hold the previous run's output.")
-	a.Describe(&c.Delete, "The command to run when the resource is deleted. "+
-		"PULUMI_COMMAND_STDOUT and PULUMI_COMMAND_STDERR hold the previous run's output.")
 	a.Describe(&c.Stdin, "A string passed to the command's standard input.")
 	a.Describe(&c.Logging, "Which output streams are logged; stdout and stderr are captured as outputs either way. "+
 		"Defaults to stdoutAndStderr.")
@@ -88,22 +75,12 @@ func (c *CommandState) Annotate(a infer.Annotator) {
 // output secret, and it feeds the transport rather than the command's text.
 // A connection change still makes the outputs unknown during preview.
 func (*Command) WireDependencies(f infer.FieldSelector, args *CommandArgs, state *CommandState) {
-	pairs := []struct{ in, out any }{
-		{&args.Triggers, &state.Triggers},
-		{&args.Create, &state.Create},
-		{&args.Update, &state.Update},
-		{&args.Delete, &state.Delete},
+	inputs := lifecycle.Mirror(f, &args.Commands, &state.Commands, [][2]any{
 		{&args.Stdin, &state.Stdin},
 		{&args.Logging, &state.Logging},
 		{&args.Environment, &state.Environment},
 		{&args.AddPreviousOutputInEnv, &state.AddPreviousOutputInEnv},
-	}
-	inputs := make([]infer.InputField, 0, len(pairs)+1)
-	for _, pr := range pairs {
-		in := f.InputField(pr.in)
-		f.OutputField(pr.out).DependsOn(in)
-		inputs = append(inputs, in)
-	}
+	})
 	conn := f.InputField(&args.Connection)
 	f.OutputField(&state.Connection).DependsOn(conn)
 	f.OutputField(&state.Connection).AlwaysSecret()
@@ -112,49 +89,13 @@ func (*Command) WireDependencies(f infer.FieldSelector, args *CommandArgs, state
 	f.OutputField(&state.Stderr).DependsOn(inputs...)
 }
 
-// Create runs `create` on the host; nothing runs during preview.
-func (*Command) Create(ctx context.Context, req infer.CreateRequest[CommandArgs]) (infer.CreateResponse[CommandState], error) {
-	state := CommandState{CommandArgs: req.Inputs}
-	id, err := resource.NewUniqueHex(req.Name, 8, 0)
-	if err != nil {
-		return infer.CreateResponse[CommandState]{}, err
-	}
-	if req.DryRun || req.Inputs.Create == nil {
-		return infer.CreateResponse[CommandState]{ID: id, Output: state}, nil
-	}
-	err = state.run(ctx, *req.Inputs.Create)
-	return infer.CreateResponse[CommandState]{ID: id, Output: state}, err
-}
+// SetInputs lets the shared lifecycle replace the inputs without knowing the
+// layout of the state.
+func (s *CommandState) SetInputs(in CommandArgs) { s.CommandArgs = in }
 
-// Update runs `update`, or `create` when there is no `update`, with the
-// previous results available as PULUMI_COMMAND_STDOUT/STDERR.
-func (*Command) Update(ctx context.Context, req infer.UpdateRequest[CommandArgs, CommandState]) (infer.UpdateResponse[CommandState], error) {
-	state := req.State
-	state.CommandArgs = req.Inputs
-	if req.DryRun {
-		return infer.UpdateResponse[CommandState]{Output: state}, nil
-	}
-	cmd := req.Inputs.Update
-	if cmd == nil {
-		cmd = req.Inputs.Create
-	}
-	if cmd == nil {
-		return infer.UpdateResponse[CommandState]{Output: state}, nil
-	}
-	err := state.run(ctx, *cmd)
-	return infer.UpdateResponse[CommandState]{Output: state}, err
-}
-
-// Delete runs the `delete` recorded in state, over the recorded connection.
-func (*Command) Delete(ctx context.Context, req infer.DeleteRequest[CommandState]) (infer.DeleteResponse, error) {
-	if req.State.Delete == nil {
-		return infer.DeleteResponse{}, nil
-	}
-	state := req.State
-	return infer.DeleteResponse{}, state.run(ctx, *req.State.Delete)
-}
-
-func (s *CommandState) run(ctx context.Context, command string) error {
+// Run executes command on the host and, like the local Run, records its output
+// only if it succeeds.
+func (s *CommandState) Run(ctx context.Context, command string) error {
 	if s.Connection == nil {
 		return errors.New("connection is required")
 	}
@@ -196,12 +137,7 @@ func (s *CommandState) run(ctx context.Context, command string) error {
 		session.Stdin = strings.NewReader(*s.Stdin)
 	}
 
-	var logging *string
-	if s.Logging != nil {
-		l := string(*s.Logging)
-		logging = &l
-	}
-	capture := execlog.NewCapture(ctx, execlog.StreamsFor(logging))
+	capture := execlog.NewCapture(ctx, execlog.StreamsFor(s.Logging))
 	session.Stdout = capture.Stdout()
 	session.Stderr = capture.Stderr()
 

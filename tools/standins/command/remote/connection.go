@@ -24,33 +24,34 @@ const (
 	defaultPerDialTimeout = 15
 )
 
-// Connection describes the target host. port is a "number" in the schema (a
-// float), kept that way for wire compatibility with existing programs.
+// Connection describes the target host.
 type Connection struct {
-	Host               string           `pulumi:"host"`
-	Port               *float64         `pulumi:"port,optional"`
-	User               *string          `pulumi:"user,optional"`
-	Password           *string          `pulumi:"password,optional" provider:"secret"`
-	PrivateKey         *string          `pulumi:"privateKey,optional" provider:"secret"`
-	PrivateKeyPassword *string          `pulumi:"privateKeyPassword,optional" provider:"secret"`
-	AgentSocketPath    *string          `pulumi:"agentSocketPath,optional"`
-	HostKey            *string          `pulumi:"hostKey,optional"`
-	DialErrorLimit     *int             `pulumi:"dialErrorLimit,optional"`
-	PerDialTimeout     *int             `pulumi:"perDialTimeout,optional"`
-	Proxy              *ProxyConnection `pulumi:"proxy,optional"`
+	Endpoint
+	Proxy *ProxyConnection `pulumi:"proxy,optional"`
 }
 
 func (c *Connection) Annotate(a infer.Annotator) {
 	a.Describe(&c, "How to connect to a remote host over SSH.")
 	a.Describe(&c.Host, "The address of the host to connect to.")
-	annotateHop(a, &c.Port, &c.User, &c.Password, &c.PrivateKey, &c.PrivateKeyPassword,
-		&c.AgentSocketPath, &c.HostKey, &c.DialErrorLimit, &c.PerDialTimeout)
 	a.Describe(&c.Proxy, "A bastion host to tunnel the connection through.")
 }
 
 // ProxyConnection describes a bastion host; same fields as Connection minus
 // a further proxy.
 type ProxyConnection struct {
+	Endpoint
+}
+
+func (c *ProxyConnection) Annotate(a infer.Annotator) {
+	a.Describe(&c, "How to connect to a bastion host over SSH.")
+	a.Describe(&c.Host, "The address of the bastion host.")
+}
+
+// Endpoint is what the two connection types share: one SSH host and how to log
+// in to it. Host is described by each type, since it names a different host.
+// port is a "number" in the schema (a float), kept that way for wire
+// compatibility with existing programs.
+type Endpoint struct {
 	Host               string   `pulumi:"host"`
 	Port               *float64 `pulumi:"port,optional"`
 	User               *string  `pulumi:"user,optional"`
@@ -63,33 +64,23 @@ type ProxyConnection struct {
 	PerDialTimeout     *int     `pulumi:"perDialTimeout,optional"`
 }
 
-func (c *ProxyConnection) Annotate(a infer.Annotator) {
-	a.Describe(&c, "How to connect to a bastion host over SSH.")
-	a.Describe(&c.Host, "The address of the bastion host.")
-	annotateHop(a, &c.Port, &c.User, &c.Password, &c.PrivateKey, &c.PrivateKeyPassword,
-		&c.AgentSocketPath, &c.HostKey, &c.DialErrorLimit, &c.PerDialTimeout)
+func (e *Endpoint) Annotate(a infer.Annotator) {
+	a.Describe(&e.Port, "The SSH port. Defaults to 22.")
+	a.SetDefault(&e.Port, defaultPort)
+	a.Describe(&e.User, "The user to log in as. Defaults to root.")
+	a.SetDefault(&e.User, defaultUser)
+	a.Describe(&e.Password, "The password to log in with (also answers keyboard-interactive prompts).")
+	a.Describe(&e.PrivateKey, "The contents of a private key to log in with; tried before the password.")
+	a.Describe(&e.PrivateKeyPassword, "The passphrase of an encrypted private key.")
+	a.Describe(&e.AgentSocketPath, "The SSH agent socket to take keys from. Defaults to $SSH_AUTH_SOCK when set.")
+	a.Describe(&e.HostKey, "The expected host public key (authorized_keys format). If unset the host key is not checked.")
+	a.Describe(&e.DialErrorLimit, "How many failed dial attempts are tolerated before giving up; -1 for no limit. Defaults to 10.")
+	a.SetDefault(&e.DialErrorLimit, defaultDialErrorLimit)
+	a.Describe(&e.PerDialTimeout, "Seconds allowed for each dial attempt, handshake included; 0 for no limit. Defaults to 15.")
+	a.SetDefault(&e.PerDialTimeout, defaultPerDialTimeout)
 }
 
-// annotateHop shares the descriptions and defaults of the two connection types.
-// The Annotator only accepts pointers to fields of the receiver, which these are.
-func annotateHop(a infer.Annotator, port **float64, user, password, key, keyPassword, agentSock,
-	hostKey **string, dialErrorLimit, perDialTimeout **int) {
-	a.Describe(port, "The SSH port. Defaults to 22.")
-	a.SetDefault(port, defaultPort)
-	a.Describe(user, "The user to log in as. Defaults to root.")
-	a.SetDefault(user, defaultUser)
-	a.Describe(password, "The password to log in with (also answers keyboard-interactive prompts).")
-	a.Describe(key, "The contents of a private key to log in with; tried before the password.")
-	a.Describe(keyPassword, "The passphrase of an encrypted private key.")
-	a.Describe(agentSock, "The SSH agent socket to take keys from. Defaults to $SSH_AUTH_SOCK when set.")
-	a.Describe(hostKey, "The expected host public key (authorized_keys format). If unset the host key is not checked.")
-	a.Describe(dialErrorLimit, "How many failed dial attempts are tolerated before giving up; -1 for no limit. Defaults to 10.")
-	a.SetDefault(dialErrorLimit, defaultDialErrorLimit)
-	a.Describe(perDialTimeout, "Seconds allowed for each dial attempt, handshake included; 0 for no limit. Defaults to 15.")
-	a.SetDefault(perDialTimeout, defaultPerDialTimeout)
-}
-
-// hop is one SSH endpoint with defaults resolved.
+// hop is an Endpoint with defaults resolved.
 type hop struct {
 	host, user                 string
 	port                       int
@@ -99,38 +90,27 @@ type hop struct {
 	perDialTimeout             time.Duration
 }
 
-func newHop(host string, port *float64, user, password, key, keyPassword, agentSock, hostKey *string,
-	dialErrorLimit, perDialTimeout *int) hop {
+func (e *Endpoint) hop() hop {
 	h := hop{
-		host: host, port: defaultPort, user: defaultUser,
-		password: password, key: key, keyPassword: keyPassword,
-		agentSocket: agentSock, hostKey: hostKey,
+		host: e.Host, port: defaultPort, user: defaultUser,
+		password: e.Password, key: e.PrivateKey, keyPassword: e.PrivateKeyPassword,
+		agentSocket: e.AgentSocketPath, hostKey: e.HostKey,
 		dialErrorLimit: defaultDialErrorLimit,
 		perDialTimeout: defaultPerDialTimeout * time.Second,
 	}
-	if port != nil {
-		h.port = int(*port)
+	if e.Port != nil {
+		h.port = int(*e.Port)
 	}
-	if user != nil {
-		h.user = *user
+	if e.User != nil {
+		h.user = *e.User
 	}
-	if dialErrorLimit != nil {
-		h.dialErrorLimit = *dialErrorLimit
+	if e.DialErrorLimit != nil {
+		h.dialErrorLimit = *e.DialErrorLimit
 	}
-	if perDialTimeout != nil {
-		h.perDialTimeout = time.Duration(*perDialTimeout) * time.Second
+	if e.PerDialTimeout != nil {
+		h.perDialTimeout = time.Duration(*e.PerDialTimeout) * time.Second
 	}
 	return h
-}
-
-func (c *Connection) hop() hop {
-	return newHop(c.Host, c.Port, c.User, c.Password, c.PrivateKey, c.PrivateKeyPassword,
-		c.AgentSocketPath, c.HostKey, c.DialErrorLimit, c.PerDialTimeout)
-}
-
-func (c *ProxyConnection) hop() hop {
-	return newHop(c.Host, c.Port, c.User, c.Password, c.PrivateKey, c.PrivateKeyPassword,
-		c.AgentSocketPath, c.HostKey, c.DialErrorLimit, c.PerDialTimeout)
 }
 
 func (h hop) addr() string { return net.JoinHostPort(h.host, strconv.Itoa(h.port)) }
@@ -263,51 +243,40 @@ func dialTCP(ctx context.Context, addr string, timeout time.Duration) (net.Conn,
 // the proxy client and any agent sockets.
 func (c *Connection) dial(ctx context.Context) (*ssh.Client, func(), error) {
 	var cl closers
-	target := c.hop()
-	cfg, err := target.clientConfig(ctx, &cl)
+	client, err := c.connect(ctx, &cl)
 	if err != nil {
 		cl.closeAll()
 		return nil, nil, err
 	}
+	cl = append(cl, func() { client.Close() })
+	return client, cl.closeAll, nil
+}
 
+// connect adds to cl what the client needs until it is closed.
+func (c *Connection) connect(ctx context.Context, cl *closers) (*ssh.Client, error) {
+	target := c.hop()
+	cfg, err := target.clientConfig(ctx, cl)
+	if err != nil {
+		return nil, err
+	}
 	if c.Proxy == nil {
-		client, err := withRetries(ctx, "dial "+target.addr(), target.dialErrorLimit, func() (*ssh.Client, error) {
-			conn, err := dialTCP(ctx, target.addr(), target.perDialTimeout)
-			if err != nil {
-				return nil, err
-			}
-			return handshake(conn, target.addr(), cfg, target.perDialTimeout)
-		})
-		if err != nil {
-			cl.closeAll()
-			return nil, nil, err
-		}
-		cl = append(cl, func() { client.Close() })
-		return client, cl.closeAll, nil
+		return target.dialDirect(ctx, "dial", cfg)
 	}
 
 	bastion := c.Proxy.hop()
-	proxyCfg, err := bastion.clientConfig(ctx, &cl)
+	proxyCfg, err := bastion.clientConfig(ctx, cl)
 	if err != nil {
-		cl.closeAll()
-		return nil, nil, fmt.Errorf("proxy: %w", err)
+		return nil, fmt.Errorf("proxy: %w", err)
 	}
-	proxyClient, err := withRetries(ctx, "dial proxy "+bastion.addr(), bastion.dialErrorLimit, func() (*ssh.Client, error) {
-		conn, err := dialTCP(ctx, bastion.addr(), bastion.perDialTimeout)
-		if err != nil {
-			return nil, err
-		}
-		return handshake(conn, bastion.addr(), proxyCfg, bastion.perDialTimeout)
-	})
+	proxyClient, err := bastion.dialDirect(ctx, "dial proxy", proxyCfg)
 	if err != nil {
-		cl.closeAll()
-		return nil, nil, fmt.Errorf("proxy: %w", err)
+		return nil, fmt.Errorf("proxy: %w", err)
 	}
-	cl = append(cl, func() { proxyClient.Close() })
+	*cl = append(*cl, func() { proxyClient.Close() })
 
 	// The tunnelled connect and the handshake are retried together: a failed
 	// handshake leaves the channel unusable, so each attempt opens a new one.
-	client, err := withRetries(ctx, "dial "+target.addr()+" via proxy", target.dialErrorLimit, func() (*ssh.Client, error) {
+	return withRetries(ctx, "dial "+target.addr()+" via proxy", target.dialErrorLimit, func() (*ssh.Client, error) {
 		dctx, cancel := ctx, func() {}
 		if target.perDialTimeout > 0 {
 			dctx, cancel = context.WithTimeout(ctx, target.perDialTimeout)
@@ -319,12 +288,18 @@ func (c *Connection) dial(ctx context.Context) (*ssh.Client, func(), error) {
 		}
 		return handshake(conn, target.addr(), cfg, target.perDialTimeout)
 	})
-	if err != nil {
-		cl.closeAll()
-		return nil, nil, err
-	}
-	cl = append(cl, func() { client.Close() })
-	return client, cl.closeAll, nil
+}
+
+// dialDirect connects to h over TCP, retrying up to h's dialErrorLimit; what
+// names the attempt in progress messages and errors.
+func (h hop) dialDirect(ctx context.Context, what string, cfg *ssh.ClientConfig) (*ssh.Client, error) {
+	return withRetries(ctx, what+" "+h.addr(), h.dialErrorLimit, func() (*ssh.Client, error) {
+		conn, err := dialTCP(ctx, h.addr(), h.perDialTimeout)
+		if err != nil {
+			return nil, err
+		}
+		return handshake(conn, h.addr(), cfg, h.perDialTimeout)
+	})
 }
 
 // withRetries calls attempt until it succeeds or has failed more than limit

@@ -69,7 +69,7 @@ func TestWithRetriesStopsOnCancel(t *testing.T) {
 }
 
 func TestHopDefaults(t *testing.T) {
-	h := (&Connection{Host: "h"}).hop()
+	h := (&Connection{Endpoint: Endpoint{Host: "h"}}).hop()
 	if h.port != 22 || h.user != "root" || h.dialErrorLimit != 10 || h.perDialTimeout.Seconds() != 15 || h.addr() != "h:22" {
 		t.Fatalf("defaults %+v", h)
 	}

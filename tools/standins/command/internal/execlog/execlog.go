@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	p "github.com/pulumi/pulumi-go-provider"
+	"github.com/pulumi/pulumi-go-provider/infer"
 )
 
 // Environment variables through which update/delete commands see the previous
@@ -38,13 +39,24 @@ func HasSecretInputs(ctx context.Context) bool {
 // Streams says which of the command's streams are forwarded to the engine.
 type Streams struct{ Stdout, Stderr bool }
 
+// LoggingValues are the choices of the logging enum. Each resource declares its
+// own Logging type, because the enum's token names the module it is in.
+func LoggingValues[L ~string]() []infer.EnumValue[L] {
+	return []infer.EnumValue[L]{
+		{Name: "stdout", Value: "stdout", Description: "Capture stdout in logs but not stderr"},
+		{Name: "stderr", Value: "stderr", Description: "Capture stderr in logs but not stdout"},
+		{Name: "stdoutAndStderr", Value: "stdoutAndStderr", Description: "Capture stdout and stderr in logs"},
+		{Name: "none", Value: "none", Description: "Capture no logs"},
+	}
+}
+
 // StreamsFor maps the schema's logging enum value; nil or unknown means both,
 // which is the documented default.
-func StreamsFor(logging *string) Streams {
+func StreamsFor[L ~string](logging *L) Streams {
 	if logging == nil {
 		return Streams{true, true}
 	}
-	switch *logging {
+	switch string(*logging) {
 	case "stdout":
 		return Streams{Stdout: true}
 	case "stderr":

@@ -80,7 +80,7 @@ func TestStreamsFor(t *testing.T) {
 			t.Errorf("%s: got %+v", in, got)
 		}
 	}
-	if got := StreamsFor(nil); got != (Streams{true, true}) {
+	if got := StreamsFor[string](nil); got != (Streams{true, true}) {
 		t.Errorf("default: got %+v", got)
 	}
 }
