@@ -17,9 +17,10 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from .compose.spec import AUTONAME_SUFFIX, STACK_LABEL, content_digest, content_name, swarm_secret_prefix
+from .compose.spec import STACK_LABEL, content_digest, content_name, swarm_secret_prefix
 from .config_secrets import SecretSource
 from .model import EstateSpec, Route
+from .model.proxy import SELF_SIGNED_NAME
 from .render.l7 import CERT_DIR, CONFIG_PATH, render_l7_config
 from .units import duration_ms, go_duration, parse_duration
 
@@ -27,7 +28,7 @@ __all__ = ["L7", "L7Args", "healthcheck_command", "render_l7_config", "self_sign
 
 STACK = "l7"  # `docker stack` naming: the service is `l7_haproxy`, its objects carry the stack label
 SERVICE_NAME = f"{STACK}_haproxy"
-SELF_SIGNED = "self-signed"
+SELF_SIGNED = SELF_SIGNED_NAME
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,6 @@ class L7(pulumi.ComponentResource):
 
         bundles: list[tuple[str, pulumi.Output[str]]] = [(c.name, args.secrets.get(c.secret)) for c in l7.certificates]
         if l7.self_signed:
-            if any(file == SELF_SIGNED for file, _ in bundles):
-                raise ValueError(f"l7.certificates: the name {SELF_SIGNED!r} is taken by the generated certificate")
             generated = command.local.Command(
                 f"{name}-self-signed",
                 create=self_signed_command(spec.domain),
@@ -114,8 +113,6 @@ class L7(pulumi.ComponentResource):
 
         secret_refs = []
         for file, pem in bundles:
-            if len(swarm_secret_prefix(STACK, file)) + AUTONAME_SUFFIX > 64:
-                raise ValueError(f"l7.certificates: {file!r} is too long for a swarm secret name (64 characters)")
             secret = docker.Secret(
                 swarm_secret_prefix(STACK, file),
                 data=pem.apply(_b64),

@@ -25,8 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from components import strict_yaml
 from components.model import CONFIG_NAMESPACE, ESTATE_KEY, EstateConfigError
 from components.model.branch import BranchSettings, preferred_slot, stack_name
 
@@ -174,7 +173,7 @@ def _younger_twin(own: StackInfo, created: datetime, others: list[StackInfo]) ->
 
 
 def template_slots(template: Path = TEMPLATE) -> int:
-    doc = yaml.safe_load(template.read_text()) or {}
+    doc = strict_yaml.load(template.read_text(), str(template)) or {}
     raw = (doc.get("config") or {}).get(f"{CONFIG_NAMESPACE}:{ESTATE_KEY}") or {}
     section = raw.get("branch")
     if section is None:
@@ -236,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         ws = workspace()
         plan = pin_plan(args.stack, args.branch, read_stacks(ws), template_slots(), datetime.now(UTC))
         apply_pin(ws, plan)
-    except (PulumiCliMissingError, BranchPoolExhausted, EstateConfigError) as exc:
+    except (PulumiCliMissingError, BranchPoolExhausted, EstateConfigError, strict_yaml.YamlError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if plan.moved_from is not None:

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-import yaml
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings as pulumi_settings
@@ -33,6 +32,7 @@ from pulumi.runtime.rpc import UNKNOWN as UNKNOWN_SENTINEL
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from components import strict_yaml
 from components.model import CONFIG_NAMESPACE, EstateConfigError
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -261,7 +261,9 @@ def _config_text(value: Any) -> str:
 
 def stack_config(path: Path) -> dict[str, Any]:
     """The `config:` block of a stack file as `{"swarm-estate:key": value}`; `secure:` values stay opaque."""
-    doc = yaml.safe_load(path.read_text()) or {}
+    doc = strict_yaml.load(path.read_text(), str(path)) or {}
+    if not isinstance(doc, dict):
+        raise strict_yaml.YamlError(f"{path}: a stack file is a mapping with a `config:` key")
     config: dict[str, Any] = {}
     for key, value in (doc.get("config") or {}).items():
         full = key if ":" in key else f"{CONFIG_NAMESPACE}:{key}"
@@ -339,9 +341,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = run_program(stack_config(path), stack=args.stack)
-    except EstateConfigError as exc:
+    except (EstateConfigError, strict_yaml.YamlError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except pulumi.RunError as exc:  # the program's own report of an internal error
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     write(result, args.out)
     print(summary(result))
     return 0

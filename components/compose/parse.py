@@ -12,8 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .. import strict_yaml
 from . import service as svc
 from . import values as val
 from .interpolate import interpolate
@@ -23,11 +22,11 @@ from .spec import ComposeFile, ConfigSpec, NetworkSpec, SecretSpec, ServiceSpec,
 TOP_LEVEL = {"version", "services", "networks", "volumes", "configs", "secrets"}
 
 
-def load_yaml(text: str, problems: Problems) -> dict[str, Any] | None:
+def load_yaml(text: str, file: str, problems: Problems) -> dict[str, Any] | None:
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        problems.at("yaml").error(f"not valid YAML: {exc}")
+        doc = strict_yaml.load(text, file)
+    except strict_yaml.YamlError as exc:
+        problems.errors.append(str(exc))  # already `<file>:<line>:<column>: …`, as an editor jumps to it
         return None
     if not isinstance(doc, dict):
         problems.at("top level").error("a compose file is a mapping with a `services` key")
@@ -38,7 +37,7 @@ def load_yaml(text: str, problems: Problems) -> dict[str, Any] | None:
 def parse_compose(text: str, file: str, base_dir: Path, variables: dict[str, str]) -> tuple[ComposeFile, list[str]]:
     """Parse one compose file. Returns the model and the problems (empty when the file is usable)."""
     problems = Problems().in_file(file)
-    doc = load_yaml(text, problems)
+    doc = load_yaml(text, file, problems)
     if doc is None:
         return ComposeFile(file=file), problems.errors
     doc = interpolate(doc, variables, problems)

@@ -231,8 +231,6 @@ class ImportedStack:
         return {k: n for k, n in self.networks.items() if not n.external and k in used}
 
 
-# The docker provider names a resource without an explicit name `<resource name>-<7 random characters>`.
-AUTONAME_SUFFIX = 8
 
 
 def swarm_secret_prefix(stack: str, key: str) -> str:

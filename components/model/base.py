@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, get_args
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -13,10 +13,46 @@ CONFIG_NAMESPACE = "swarm-estate"
 ESTATE_KEY = "estate"
 
 
+# The docker provider names a resource without an explicit name `<resource name>-<7 random characters>`: swarm
+# names (at most 64 characters) of secrets the program creates must leave room for it.
+AUTONAME_SUFFIX = 8
+
+
 class Strict(BaseModel):
-    """Every model forbids unknown keys: a typo in a stack file must fail, not be ignored."""
+    """Every model forbids unknown keys: a typo in a stack file must fail, not be ignored.
+
+    `identity` names the field that tells two items of a list apart (a hypervisor by its name, a mount by its
+    target): two items with the same one would become one resource name, or the second would silently win."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    identity: ClassVar[str] = "name"
+
+
+def duplicate_items(
+    model: BaseModel, path: tuple[str | int, ...] = (), skip: frozenset[tuple[str | int, ...]] = frozenset()
+) -> list[Violation]:
+    """Items of any list in `model` (at any depth) that share their identity with an earlier item."""
+    out: list[Violation] = []
+    for key, value in model:
+        here = (*path, key)
+        children = value if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else [value]
+        keys = range(len(value)) if isinstance(value, list) else list(value) if isinstance(value, dict) else [None]
+        first: dict[Any, int] = {}
+        for index, item in zip(keys, children, strict=True):
+            if not isinstance(item, BaseModel):
+                continue
+            at = here if index is None else (*here, index)
+            out += duplicate_items(item, at, skip)
+            identity = getattr(item, getattr(item, "identity", "name"), None)
+            if not isinstance(value, list) or here in skip or identity is None:
+                continue
+            if isinstance(index, int) and identity in first:
+                field = getattr(item, "identity", "name")
+                out.append(Violation((*at, field), f"{identity!s} is also the {field} of "
+                                     f"{config_path((*here, first[identity]))}: each entry needs its own"))
+            elif isinstance(index, int):
+                first[identity] = index
+    return out
 
 
 @dataclass(frozen=True)
@@ -113,13 +149,43 @@ DnsName = Annotated[str, AfterValidator(_dns_name)]
 Name = Annotated[str, AfterValidator(_name)]
 Labels = Annotated[dict[str, str], BeforeValidator(_labels)]
 Port = Annotated[int, Field(ge=1, le=65535, description="TCP/UDP port, 1..65535")]
+class _SecretRefMark:
+    """Marks a field as naming a secret config key, so the validation step can find every reference."""
+
+
 SecretRef = Annotated[
     str,
     Field(
         pattern=r"^[A-Za-z][A-Za-z0-9_]*$",
         description="name of a secret stack config key (`pulumi config set --secret <name> …`)",
     ),
+    _SecretRefMark(),
 ]
+
+
+def _names_secret(annotation: Any, metadata: Iterable[Any] = ()) -> bool:
+    if any(isinstance(m, _SecretRefMark) for m in metadata):
+        return True
+    return any(_names_secret(arg, getattr(arg, "__metadata__", ())) for arg in get_args(annotation))
+
+
+def secret_refs(model: BaseModel, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], str]]:
+    """(config path, key) of every secret config key the model names, at any depth, but not in a section that
+    is switched off (`enabled: false`): its secrets are never read."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    if getattr(model, "enabled", True) is False:
+        return out
+    for key, info in type(model).model_fields.items():
+        value = getattr(model, key)
+        names = _names_secret(info.annotation, info.metadata)
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else None
+        for sub, item in items if items is not None else [(None, value)]:
+            at = (*path, key) if sub is None else (*path, key, sub)
+            if isinstance(item, BaseModel):
+                out += secret_refs(item, at)
+            elif names and isinstance(item, str):
+                out.append((at, item))
+    return out
 
 # The model's durations go verbatim into HAProxy configs, so they are written in HAProxy's time format:
 # one whole number and one unit (Go's compound 1m30s is not one HAProxy accepts).

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, PrivateAttr, model_validator
 
 from ..units import duration_ms
-from .base import DnsName, Name, Strict, Violation, raise_if_any
+from .base import DnsName, Name, Strict, Violation, config_path, duplicate_items, raise_if_any
 from .branch import BranchSettings, template_rules
 from .hosts import (
     Availability,
@@ -34,6 +34,8 @@ Substrate = Literal["libvirt", "existing", "docker"]
 MANAGER_OFFSET = 10
 WORKER_OFFSET = 20
 MAX_MANAGERS = 7
+# Node lists share one namespace (host names) across the groups: _check_names_and_addresses covers them.
+_NODE_LISTS = frozenset({("swarm", "managers", "nodes"), ("swarm", "workers", "nodes"), ("l4", "nodes")})
 SWARM_PORTS = {2377: "swarm management (2377/tcp)", 7946: "swarm gossip (7946)"}
 
 
@@ -124,6 +126,7 @@ class EstateSpec(Strict):
             warnings += spread_warnings
             errors += self._check_l7_nodes()
             errors += template_rules(self)
+        errors += duplicate_items(self, skip=_NODE_LISTS)  # nodes: one namespace across groups, checked above
         errors += self._check_references()
         errors += self._check_ports()
         errors += self._check_dns_names()
@@ -228,15 +231,20 @@ class EstateSpec(Strict):
         entries: list[tuple[str, IPv4Address, tuple[str | int, ...]]] = [
             (n.name, n.address, n.path) for n in self._nodes
         ]
+        generated = {n.name: f"{n.role} #{n.index + 1} of {config_path(n.path)}" for n in self._nodes
+                     if n.path[-1] == "count"}  # fmt: skip
         if self.l4.enabled:
             entries += [(n.name, n.address, ("l4", "nodes", i)) for i, n in enumerate(self.l4.nodes)]
             if self.l4.virtual_ip is not None:
                 entries.append(("the L4 virtual IP", self.l4.virtual_ip, ("l4", "virtual_ip")))
-        names = Counter(name for name, _, _ in entries)
+        first_named: dict[str, tuple[str | int, ...]] = {}
         addresses = Counter(addr for _, addr, _ in entries)
         for name, addr, path in entries:
-            if names[name] > 1:
-                out.append(Violation(path, f"node name {name!r} is used more than once"))
+            other = first_named.setdefault(name, path)
+            if other != path:
+                holder = generated.get(name) if other[-1] == "count" else config_path(other)
+                out.append(Violation(path, f"node name {name!r} is also the name of {holder}: a host "
+                                     "name (and a swarm node name) belongs to one node"))
             if addresses[addr] > 1:
                 holders = sorted({n for n, a, _ in entries if a == addr})
                 out.append(Violation(path, f"address {addr} is given to more than one of: {', '.join(holders)}"))
@@ -271,27 +279,38 @@ class EstateSpec(Strict):
                 )
             ], []
         if worst > tolerated:
+            listed = len(self.swarm.managers.hypervisors or [])
+            if listed and listed < len(self.hypervisors):
+                fix = (f"list more of the {len(self.hypervisors)} hypervisors under swarm.managers.hypervisors "
+                       f"(it names {listed})")  # fmt: skip
+            else:
+                fix = "add a hypervisor"
             return [], [
                 Violation(
                     path,
                     f"losing the hypervisor that runs {worst} of the {count} managers loses quorum "
-                    f"(managers are on {len(hosts)} hypervisors); add a hypervisor so each runs at most {tolerated}",
+                    f"(managers are on {len(hosts)} hypervisors); {fix} so each runs at most {tolerated}",
                 )
             ]
         return [], []
 
     def _check_l7_nodes(self) -> list[Violation]:
+        """The L7 runs one task per labelled node; a drained or paused node takes no new task."""
         labelled = self.l7_nodes()
+        active = [n for n in labelled if n.availability == "active"]
         ((key, value),) = self.l7.node_label.items()
-        if len(labelled) < self.l7.replicas:
-            return [
-                Violation(
-                    ("l7", "replicas"),
-                    f"{self.l7.replicas} L7 replicas need {self.l7.replicas} nodes labelled {key}={value} "
-                    f"(one per node: its ports are published in host mode), but {len(labelled)} are",
-                )
-            ]
-        return []
+        if len(active) >= self.l7.replicas:
+            return []
+        idle = [f"{n.name} ({n.availability})" for n in labelled if n.availability != "active"]
+        but = f"{len(labelled)} are" + (f", and {', '.join(idle)} take no tasks" if idle else "")
+        return [
+            Violation(
+                ("l7", "replicas"),
+                f"{self.l7.replicas} L7 replicas need {self.l7.replicas} active nodes labelled {key}={value} "
+                f"(one per node: its ports are published in host mode), but {but}: lower l7.replicas or label "
+                "more active nodes",
+            )
+        ]
 
     def _check_references(self) -> list[Violation]:
         out = []
@@ -320,14 +339,14 @@ class EstateSpec(Strict):
                 need("NFS export", volume.nfs, exports, ("stacks", stack, "volumes", vol, "nfs"))
         need("NFS export", self.registry.nfs, exports, ("registry", "nfs"))
         need("NFS export", self.portainer.nfs, exports, ("portainer", "nfs"))
-        overlay_names = Counter([self.public_network.name] + [o.name for o in self.overlays])
         for i, o in enumerate(self.overlays):
-            if overlay_names[o.name] > 1:
-                out.append(Violation(("overlays", i, "name"), f"overlay {o.name!r} is declared twice"))
+            if o.name == self.public_network.name:
+                out.append(Violation(("overlays", i, "name"), f"{o.name} is the public network (public_network)"))
         return out
 
     def _check_ports(self) -> list[Violation]:
-        """Ports that share the L7 nodes' host network namespace must not collide."""
+        """Ports that share the L7 nodes' host network namespace must not collide; nor may the docker substrate's
+        publications on the outer engine's host (one range per L7 node)."""
         taken: dict[int, str] = dict(SWARM_PORTS)
         taken[self.swarm.data_path_port] = f"swarm data path ({self.swarm.data_path_port}/udp)"
         taken[self.ssh.port] = f"sshd ({self.ssh.port}/tcp)"
@@ -343,6 +362,27 @@ class EstateSpec(Strict):
                 out.append(Violation(path, f"{what} port {port} clashes with {taken[port]} on the L7 nodes"))
             else:
                 taken[port] = what
+        if self.substrate == "docker":
+            out += self._check_published_ports()
+        return out
+
+    def _check_published_ports(self) -> list[Violation]:
+        docker = self.docker
+        count = max(1, len(self.l7_nodes()))
+        ranges = [
+            (("docker", "api_port"), docker.api_port, 1, "the manager's engine API"),
+            (("docker", "l7_http_port"), docker.l7_http_port, count, "the L7 HTTP ports"),
+            (("docker", "l7_https_port"), docker.l7_https_port, count, "the L7 HTTPS ports"),
+        ]
+        out = []
+        for i, (path, start, length, what) in enumerate(ranges):
+            if start + length - 1 > 65535:
+                out.append(Violation(path, f"{what} run from {start} to {start + length - 1}, past 65535"))
+            for _, other_start, other_length, other in ranges[:i]:
+                if start < other_start + other_length and other_start < start + length:
+                    span = f"{start}-{start + length - 1}" if length > 1 else str(start)
+                    out.append(Violation(path, f"{what} ({span} on the engine's host) overlap {other}: one host "
+                                         "port can be published once; move one of them"))  # fmt: skip
         return out
 
     def _check_dns_names(self) -> list[Violation]:

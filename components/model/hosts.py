@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
@@ -200,6 +200,8 @@ class NfsExport(Strict):
 
 
 class NfsMount(Strict):
+    identity: ClassVar[str] = "target"
+
     export: Name = Field(description="which NFS export to mount")
     target: str = Field(pattern=r"^/", description="mount point on the node (e.g. /mnt/docker)")
     subpath: str = Field(default="", description="path below the export to mount")

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from .base import Duration, Labels, Name, Port, SecretRef, Strict
+from .base import AUTONAME_SUFFIX, Duration, Labels, Name, Port, SecretRef, Strict, Violation, raise_if_any
 
 
 class Overlay(Strict):
@@ -32,6 +32,10 @@ class HealthCheck(Strict):
     inter: Duration = Field(default="2s", description="time between health checks of one backend server")
     rise: PositiveInt = Field(default=2, description="passing checks before a server is put in")
     fall: PositiveInt = Field(default=3, description="failing checks before a server is taken out")
+
+
+SELF_SIGNED_NAME = "self-signed"  # the generated certificate's file (l7.self_signed)
+MAX_CERTIFICATE_NAME = 64 - len("l7_") - AUTONAME_SUFFIX  # the swarm secret is `l7_<name>-<suffix>`
 
 
 class Certificate(Strict):
@@ -71,10 +75,21 @@ class L7Spec(Strict):
 
     @model_validator(mode="after")
     def _one_label(self) -> L7Spec:
+        problems: list[Violation] = []
         if len(self.node_label) != 1:
-            raise ValueError("node_label must be exactly one key=value pair, e.g. l7=true")
+            problems.append(Violation(("node_label",), "must be exactly one key=value pair, e.g. l7=true"))
         if self.http_port == self.https_port:
-            raise ValueError(f"http_port and https_port are both {self.http_port}")
+            problems.append(Violation(("https_port",), f"http_port and https_port are both {self.http_port}: one "
+                                      "host port is published once"))  # fmt: skip
+        for i, cert in enumerate(self.certificates):
+            if self.self_signed and cert.name == SELF_SIGNED_NAME:
+                problems.append(Violation(("certificates", i, "name"), f"{SELF_SIGNED_NAME!r} is the name of the "
+                                          "generated certificate (self_signed: true): choose another"))  # fmt: skip
+            if len(cert.name) > MAX_CERTIFICATE_NAME:
+                problems.append(Violation(("certificates", i, "name"), f"at most {MAX_CERTIFICATE_NAME} characters: "
+                                          "it becomes the swarm secret l7_<name> plus an 8-character suffix, and swarm "
+                                          "names have at most 64"))  # fmt: skip
+        raise_if_any(problems)
         return self
 
 

@@ -27,36 +27,11 @@ SRC_STICK_EXPIRE = "180m"  # the seed's src stickiness: a client keeps its repli
 SRC_STICK_SIZE = "2m"
 
 
-SLOT_STEP = 10
-
-
-def template_slots(replicas: int) -> int:
-    """Server slots of a backend: twice the declared replicas, rounded up to a multiple of 10.
-
-    A rolling update of the service (start-first, any parallelism up to the whole service) has at
-    most 2 x replicas tasks in Docker's DNS answer at once, and every one of them must find a
-    slot or new tasks would take no traffic until old ones leave. Unused slots cost nothing: they
-    sit in maintenance until DNS gives them an address. Rounding up keeps the L7 config (and so
-    the L7 tasks) untouched when a service is scaled within its step: 1 to 5 replicas share 10
-    slots. Scaling by hand (`docker service scale`) past the slots is picked up at the next `up`.
-    """
-    return -(-2 * replicas // SLOT_STEP) * SLOT_STEP
-
-
 def dns_payload_size(routes: Sequence[Route]) -> int:
-    """EDNS payload size announced to Docker's DNS: room for the largest backend's full answer.
-
-    An answer is 12 bytes of header, the question (name + 6), 16 bytes per A record (compressed
-    name pointer) and an 11-byte OPT record. The floor is 1232 (the size DNS Flag Day 2020 made
-    the safe default); above 8192 HAProxy advises against UDP, so such a backend is refused.
-    """
-    needed = max((12 + len(r.swarm_service) + 6 + 16 * template_slots(r.replicas) + 11 for r in routes), default=0)
-    if needed > 8192:
-        raise ValueError(
-            f"a backend of {max(r.replicas for r in routes)} replicas needs a DNS answer of {needed} bytes, "
-            "more than HAProxy can safely take over UDP (8192)"
-        )
-    return max(1232, needed)
+    """EDNS payload size announced to Docker's DNS: room for the largest backend's full answer (the model
+    refuses a backend whose answer could not fit: `model.routes.MAX_DNS_PAYLOAD`). The floor is 1232, the size
+    DNS Flag Day 2020 made the safe default."""
+    return max(1232, max((r.dns_answer_bytes for r in routes), default=0))
 
 
 def pickup_bound_ms(spec: EstateSpec) -> int:
@@ -217,7 +192,7 @@ def _backend(spec: EstateSpec, r: Route) -> list[str]:
     out = [
         # no replica count here: scaling a service within its slots must leave the config (and the L7) alone
         f"# {r.stack}/{r.service}: {', '.join(r.dns_names)} -> {r.swarm_service}:{r.port}, "
-        f"{template_slots(r.replicas)} server slots",
+        f"{r.slots} server slots",
         f"backend {name}",
         "    mode http",
         f"    balance {routing.balance}",
@@ -252,7 +227,7 @@ def _backend(spec: EstateSpec, r: Route) -> list[str]:
             f"    http-request deny deny_status 429 if {{ sc_http_req_rate(1,{_rate_table(r)}) gt {limit.requests} }}",
         ]
     out += [
-        f"    server-template {r.service}- {template_slots(r.replicas)} {r.swarm_service}:{r.port} check "
+        f"    server-template {r.service}- {r.slots} {r.swarm_service}:{r.port} check "
         f"inter {check.inter} rise {check.rise} fall {check.fall} "
         "resolvers docker resolve-prefer ipv4 init-addr libc,none",
         "",

@@ -60,7 +60,8 @@ def test_manager_count_must_be_odd_1_to_7(prod_estate, count, fragment):
 
 def test_node_names_unique(prod_estate):
     prod_estate["swarm"]["workers"]["nodes"][1]["name"] = "docker-swarm-mgr2"
-    assert_rule(prod_estate, "swarm.workers.nodes[1]", "'docker-swarm-mgr2' is used more than once")
+    assert_rule(prod_estate, "swarm.workers.nodes[1]",
+                "'docker-swarm-mgr2' is also the name of manager #2 of swarm-estate:estate.swarm.managers.count")
 
 
 def test_addresses_unique(prod_estate):
@@ -190,7 +191,7 @@ def test_nat_network_with_several_hypervisors(prod_estate):
 
 def test_l7_replicas_need_labelled_nodes(prod_estate):
     prod_estate["l7"]["replicas"] = 4
-    assert_rule(prod_estate, "l7.replicas", "4 L7 replicas need 4 nodes labelled l7=true", "but 3 are")
+    assert_rule(prod_estate, "l7.replicas", "4 L7 replicas need 4 active nodes labelled l7=true", "but 3 are")
 
 
 def test_unknown_key_is_an_error(prod_estate):
