@@ -18,7 +18,7 @@ try:
     # nothing is half-applied.
     prepared = prepare(
         config.get_object("estate"),
-        Path(__file__).resolve().parent,
+        Path(__file__).absolute().parent,  # not resolved: a project of links keeps its own folder
         pulumi.get_stack(),
         config_keys={*runtime_config.get_config_env(), *runtime_config.CONFIG.get()},
     )
