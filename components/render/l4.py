@@ -1,7 +1,9 @@
 """The L4 pair's configs: HAProxy in TCP mode in front of the L7 nodes, keepalived moving one virtual IP.
 
-As in the D4Science seed: port 80 only redirects to https, port 443 is passed through in TCP mode to the L7
-nodes with PROXY protocol, `balance source` keeps a client on one L7 node. `l4_profile` is what each L4 host
+Ports 443 and 80 are passed through in TCP mode to the L7 nodes with the PROXY protocol (the D4Science
+seed's 443; its 80 only redirected, which would defeat a service's `https_redirect: false`: the L7 decides,
+per name, what plain HTTP gets). `balance source` keeps a client on one L7 node; port 80 follows the health
+of 443. `l4_profile` is what each L4 host
 receives (files, packages, services), delivered by components/l4.py.
 """
 
@@ -23,12 +25,13 @@ BACKUP_PRIORITY = 100
 class L4Backend:
     name: str
     address: str
-    port: int
+    port: int  # the L7's HTTPS port on that node
+    http_port: int  # its plain HTTP port
 
 
 def l7_backends(spec: EstateSpec) -> list[L4Backend]:
     """One backend per node the model labels for L7: adding such a node updates the L4 config."""
-    return [L4Backend(n.name, str(n.address), spec.l7.https_port) for n in spec.l7_nodes()]
+    return [L4Backend(n.name, str(n.address), spec.l7.https_port, spec.l7.http_port) for n in spec.l7_nodes()]
 
 
 def _ms(value: str) -> str:
@@ -67,10 +70,12 @@ def render_haproxy(
         "    timeout server 1m",
         f"    timeout check {_ms(check.inter)}",
         "",
-        "frontend LB",
+        "frontend lb4_http",
         f"    bind {bind}:{http_port}",
-        "    mode http",
-        "    redirect scheme https code 301 if !{ ssl_fc }",
+        "    mode tcp",
+        "    option tcplog",
+        "    description L4 swarm, plain HTTP (the L7 redirects, or serves a name that opted out)",
+        "    default_backend lb4_http_bk",
         "",
         "frontend lb4_swarm",
         f"    bind {bind}:{https_port}",
@@ -95,6 +100,15 @@ def render_haproxy(
         )
     if not servers:
         lines.append("    # no node is labelled for L7 yet")
+    lines += [
+        "",
+        "backend lb4_http_bk",
+        "    mode tcp",
+        "    balance source",
+        "    hash-type consistent",
+    ]
+    # One L7 process serves both ports: a node out of the HTTPS rotation is out of this one too.
+    lines += [f"    server {b.name} {b.address}:{b.http_port} send-proxy track lb4_swarm_bk/{b.name}" for b in servers]
     return "\n".join(lines) + "\n"
 
 

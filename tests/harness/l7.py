@@ -287,7 +287,7 @@ def unexpected_warnings(output: str) -> list[str]:
 
 
 class Haproxy:
-    def __init__(self, text: str, directory: Path, stats_port: int):
+    def __init__(self, text: str, directory: Path, stats_port: int | None):
         self.path = directory / "haproxy.cfg"
         self.path.write_text(text)
         self.log_path = directory / "haproxy.log"
@@ -330,7 +330,7 @@ class Haproxy:
 
 
 @contextmanager
-def running_haproxy(text: str, directory: Path, stats_port: int, http_port: int) -> Iterator[Haproxy]:
+def running_haproxy(text: str, directory: Path, stats_port: int | None, http_port: int) -> Iterator[Haproxy]:
     proxy = Haproxy(text, directory, stats_port)
     try:
         wait_until(lambda: proxy.alive() and _listening(http_port), 15, "haproxy to listen", every=0.05)

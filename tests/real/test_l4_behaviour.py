@@ -1,7 +1,7 @@
 """The generated L4 HAProxy config, running for real on loopback in front of two PROXY-protocol TLS backends.
 
-The backends are HAProxy processes playing the L7 side (`accept-proxy`, TLS with a throwaway
-certificate) on two loopback addresses sharing one port, like two L7 nodes. Only the listen
+The backends are HAProxy processes playing the L7 side (`accept-proxy` on a TLS port with a throwaway
+certificate and on a plain HTTP port) on two loopback addresses sharing the ports, like two L7 nodes. Only the listen
 addresses and ports of the generated config are replaced, through the renderer's parameters.
 """
 
@@ -36,14 +36,15 @@ STARTUP_BOUND = 10.0
 class L4Under:
     http_port: int
     https_port: int
+    backend_http_port: int
     stats_socket: Path
     check_inter_ms: int
     check_fall: int
     backends: dict[str, subprocess.Popen[bytes]]
 
 
-def _backend_config(name: str, address: str, port: int, pem: Path) -> str:
-    # The reply names the backend and the client address it learned from the PROXY header.
+def _backend_config(name: str, address: str, port: int, http_port: int, pem: Path) -> str:
+    # The reply names the backend, the port and the client address it learned from the PROXY header.
     return "\n".join(
         [
             "global",
@@ -55,7 +56,9 @@ def _backend_config(name: str, address: str, port: int, pem: Path) -> str:
             "    timeout server 5s",
             "frontend l7",
             f"    bind {address}:{port} ssl crt {pem} accept-proxy",
-            f'    http-request return status 200 content-type text/plain lf-string "backend={name} src=%[src]\\n"',
+            f"    bind {address}:{http_port} accept-proxy",
+            f'    http-request return status 200 content-type text/plain lf-string "backend={name} port=%[dst_port] '
+            'src=%[src]\\n"',
             "",
         ]
     )
@@ -126,12 +129,15 @@ def l4(tmp_path: Path) -> Iterator[L4Under]:
     assert made.returncode == 0, made.stderr
     pem.write_text(crt.read_text() + key.read_text())
 
-    backend_port = free_ports(hosts=BACKEND_ADDRESSES)[0]
+    backend_port, backend_http_port = free_ports(2, hosts=BACKEND_ADDRESSES)
     raw = estate_of("prod")
     raw["l7"]["https_port"] = backend_port  # the L4 health check targets the L7 HTTPS port
     spec = load_estate(raw)
     names = [n.name for n in spec.l7_nodes()][:2]
-    backends = [L4Backend(name, addr, backend_port) for name, addr in zip(names, BACKEND_ADDRESSES, strict=True)]
+    backends = [
+        L4Backend(name, addr, backend_port, backend_http_port)
+        for name, addr in zip(names, BACKEND_ADDRESSES, strict=True)
+    ]
     http_port, https_port = free_ports(2)
     config = render_haproxy(
         spec, backends, bind="127.0.0.1", http_port=http_port, https_port=https_port, runtime_dir=str(tmp_path)
@@ -143,7 +149,7 @@ def l4(tmp_path: Path) -> Iterator[L4Under]:
     try:
         for backend in backends:
             cfg = tmp_path / f"{backend.name}.cfg"
-            cfg.write_text(_backend_config(backend.name, backend.address, backend_port, pem))
+            cfg.write_text(_backend_config(backend.name, backend.address, backend_port, backend_http_port, pem))
             procs[backend.name] = _start([haproxy, "-db", "-f", str(cfg)], tmp_path / f"{backend.name}.log")
             started.append(procs[backend.name])
         lb = _start([haproxy, "-db", "-f", str(tmp_path / "l4.cfg")], tmp_path / "l4.log")
@@ -158,7 +164,7 @@ def l4(tmp_path: Path) -> Iterator[L4Under]:
             0.05,
         )
         yield L4Under(
-            http_port, https_port, stats, duration_ms(spec.l4.check.inter), spec.l4.check.fall, procs
+            http_port, https_port, backend_http_port, stats, duration_ms(spec.l4.check.inter), spec.l4.check.fall, procs
         )
     finally:
         for proc in started:
@@ -179,15 +185,22 @@ def _https_get(port: int, source: str) -> str:
         conn.close()
 
 
-def test_port_80_redirects_to_https(l4: L4Under) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", l4.http_port, timeout=5)
+def test_port_80_reaches_the_l7_with_the_client_address(l4: L4Under) -> None:
+    """The L4 no longer answers :80 itself: the L7 decides what plain HTTP gets (a redirect, or the service of a
+    name with `https_redirect: false`), and learns the client's address from the PROXY header."""
+    source = "127.0.2.60"
+    conn = http.client.HTTPConnection("127.0.0.1", l4.http_port, timeout=5, source_address=(source, 0))
     try:
         conn.request("GET", "/path/page?q=1", headers={"Host": "conductor.d4science.org"})
         response = conn.getresponse()
-        assert response.status == 301
-        assert response.getheader("Location") == "https://conductor.d4science.org/path/page?q=1"
+        assert response.status == 200
+        reply = response.read().decode().split()
     finally:
         conn.close()
+    # the PROXY header carries where the client connected (the L4's :80) and from where
+    assert reply[0].startswith("backend=") and reply[1:] == [f"port={l4.http_port}", f"src={source}"]
+    # the same client lands on the same L7 node on both ports (both backends hash its address)
+    assert reply[0] == _https_get(l4.https_port, source).split()[0]
 
 
 def test_one_client_address_sticks_to_one_backend_and_arrives_with_its_address(l4: L4Under) -> None:

@@ -22,6 +22,7 @@ import pytest
 
 from components.l7 import healthcheck_command
 from components.model import EstateSpec
+from components.render.l4 import L4Backend, render_haproxy
 from components.render.l7 import pickup_bound_ms, render_l7_config
 from tests.harness.l7 import (
     Backend,
@@ -323,3 +324,54 @@ def test_proxy_protocol_is_accepted_when_an_l4_pair_is_in_front(tmp_path: Path, 
     finally:
         dns.close()
         backend.close()
+
+
+def test_plain_http_through_a_real_l4_pair_honours_https_redirect(tmp_path: Path, cert_dir: Path) -> None:
+    """Client -> the generated L4 config -> the generated L7 config -> backends, all real HAProxy on loopback:
+    over plain HTTP, a name with `https_redirect: false` is served and every other name is redirected."""
+    l7_http, l7_https, stats, l4_http, l4_https = free_ports(5)
+    spec = estate(
+        {"http_port": l7_http, "https_port": l7_https, "stats": {"port": stats}, "self_signed": True, "check": CHECK},
+        l4=True,
+    )
+    dns = TestDns()
+    (web,) = start_backends(["chain-web"], 90)
+    (plain,) = start_backends(["chain-plain"], 95)
+    try:
+        dns.set("t_web", [web.address])
+        dns.set("t_plain", [plain.address])
+        routes = [
+            route("t", "web", [host("web")], web.port, 1, check_uri="/health"),
+            route("t", "plain", [host("plain")], plain.port, 1, check_uri="/health", https_redirect=False),
+        ]
+        l7_text = loopback_config(render_l7_config(spec, routes), dns.port, cert_dir)
+        l4_text = render_haproxy(
+            spec,
+            [L4Backend("l7-node", "127.0.0.1", l7_https, l7_http)],
+            bind="127.0.0.1",
+            http_port=l4_http,
+            https_port=l4_https,
+            runtime_dir=str(tmp_path),
+        )
+        (tmp_path / "l7").mkdir()
+        (tmp_path / "l4").mkdir()
+        with running_haproxy(l7_text, tmp_path / "l7", stats, l7_http) as l7_proxy, \
+                running_haproxy(l4_text, tmp_path / "l4", None, l4_http):  # fmt: skip
+            for service in ("t_web", "t_plain"):
+                wait_until(lambda s=service: l7_proxy.up_servers(s), 15, f"{service} UP on the L7", every=0.05)
+            # the L4 sends traffic once its own check of the L7 passed
+            wait_until(lambda: request(l4_https, host("web"), tls=True).status == 200, 15,
+                       "the L7 answering through the L4's HTTPS port", every=0.1)  # fmt: skip
+            served = request(l4_http, host("plain"), "/p", source="127.0.0.93")
+            assert served_by(served) == "chain-plain"
+            assert "strict-transport-security" not in served.headers
+            # the L7 learnt the client's address from the L4's PROXY header
+            assert plain.requests[-1]["headers"]["x-forwarded-for"] == "127.0.0.93"
+            redirected = request(l4_http, host("web"), "/a?b=1")
+            assert redirected.status == 301
+            assert redirected.headers["location"] == f"https://{host('web')}/a?b=1"
+            assert served_by(request(l4_https, host("web"), tls=True)) == "chain-web"
+    finally:
+        dns.close()
+        web.close()
+        plain.close()

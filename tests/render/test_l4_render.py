@@ -58,9 +58,14 @@ def test_haproxy_config_has_the_seeds_shape() -> None:
     spec = prod_spec()
     text = render_haproxy(spec)
     lines = [line.strip() for line in text.splitlines()]
-    front80 = lines[lines.index("frontend LB"):]
-    assert front80[1:4] == ["bind *:80", "mode http", "redirect scheme https code 301 if !{ ssl_fc }"]
-    backend = lines[lines.index("backend lb4_swarm_bk"):]
+    front80 = lines[lines.index("frontend lb4_http"):]
+    assert front80[1:3] == ["bind *:80", "mode tcp"] and "default_backend lb4_http_bk" in front80[:6]
+    assert not any(line.startswith("redirect") for line in lines), "the L7 decides redirects (https_redirect: false)"
+    plain = lines[lines.index("backend lb4_http_bk"):]
+    assert [line for line in plain if line.startswith("server ")] == [
+        f"server {n.name} {n.address}:80 send-proxy track lb4_swarm_bk/{n.name}" for n in spec.l7_nodes()
+    ]
+    backend = lines[lines.index("backend lb4_swarm_bk"):lines.index("backend lb4_http_bk")]
     for directive in ("mode tcp", "balance source", "hash-type consistent", "option tcp-check",
                       "tcp-check connect port 443 ssl send-proxy"):
         assert directive in backend, directive
@@ -79,15 +84,16 @@ def test_server_list_follows_the_l7_label_and_timing_follows_the_model() -> None
     raw["swarm"]["workers"]["nodes"].append({"name": "docker-swarm4", "labels": ["l7=true"]})
     raw["l4"]["check"] = {"inter": "3s", "rise": 2, "fall": 4}
     raw["l7"]["https_port"] = 8443
+    raw["l7"]["http_port"] = 8080
     spec = load_estate(raw)
     servers = re.findall(r"^\s+server (\S+) (\S+) (.*)$", render_haproxy(spec), re.M)
+    nodes = [f"docker-swarm{i}" for i in (1, 2, 3, 4)]
     assert [(name, addr) for name, addr, _ in servers] == [
-        ("docker-swarm1", "10.20.0.20:8443"),
-        ("docker-swarm2", "10.20.0.21:8443"),
-        ("docker-swarm3", "10.20.0.22:8443"),
-        ("docker-swarm4", "10.20.0.23:8443"),
+        *((name, f"10.20.0.{19 + i}:8443") for i, name in enumerate(nodes, 1)),
+        *((name, f"10.20.0.{19 + i}:8080") for i, name in enumerate(nodes, 1)),
     ]
-    assert all(rest.startswith("check inter 3000ms rise 2 fall 4 send-proxy") for _, _, rest in servers)
+    assert all(rest.startswith("check inter 3000ms rise 2 fall 4 send-proxy") for _, _, rest in servers[:4])
+    assert [rest for _, _, rest in servers[4:]] == [f"send-proxy track lb4_swarm_bk/{name}" for name in nodes]
     assert "tcp-check connect port 8443 ssl send-proxy" in render_haproxy(spec)
 
 
