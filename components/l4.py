@@ -22,12 +22,12 @@ from .machines import (
     VirtualMachineArgs,
     bootstrap_stdin,
     content_hash,
+    secret_files_stdin,
     ssh_connection,
 )
 from .model import EstateSpec
-from .render import REDACTED
 from .render.cloudinit import bootstrap_environment, render_user_data
-from .render.l4 import l4_profile, render_haproxy, render_keepalived
+from .render.l4 import SECRET_UNITS, l4_profile, l4_secret_files, render_haproxy, render_keepalived
 
 
 def l4_machine(spec: EstateSpec, index: int) -> Machine:
@@ -57,7 +57,7 @@ class L4Pair(pulumi.ComponentResource):
         spec = args.spec
         assert spec.l4.enabled and spec.l4.vrrp_auth_secret and spec.l4.virtual_ip, "the model checks the pair"
         password = args.secrets.get(spec.l4.vrrp_auth_secret)
-        # what the hosts receive, with the VRRP password redacted: for the synth and the reviewers
+        # what the hosts receive (all readable: the VRRP password travels apart), for the synth and the reviewers
         self.files: dict[str, str] = {"l4/haproxy.cfg": render_haproxy(spec)}
         # One member after the other: a reload on both at once could leave the virtual IP nowhere.
         self.ready = []
@@ -75,23 +75,24 @@ class L4Pair(pulumi.ComponentResource):
         after: tuple[pulumi.Resource, ...],
     ) -> command.remote.Command:
         spec, node, vm = args.spec, args.spec.l4.nodes[index], args.site is not None
-        redacted = l4_profile(spec, index, REDACTED, vm=vm)
-        self.files[f"l4/keepalived-{node.name}.conf"] = render_keepalived(spec, index, REDACTED)
-        # The marker on the host carries the redacted profile's hash, never one of the secret.
-        digest = redacted.digest()
-        profile = password.apply(lambda pw: l4_profile(spec, index, pw, vm=vm))
+        profile = l4_profile(spec, index, vm=vm)
+        self.files[f"l4/keepalived-{node.name}.conf"] = render_keepalived(spec, index)
         wait = CLOUD_INIT_WAIT_SECONDS if vm else None
-        env = profile.apply(lambda p: bootstrap_environment(spec, p, digest))
-        stdin = pulumi.Output.secret(env.apply(lambda e: bootstrap_stdin(e, wait)))
-        bootstrap = Bootstrap(stdin=stdin, trigger=pulumi.Output.secret(stdin.apply(content_hash)))
+        stdin = bootstrap_stdin(bootstrap_environment(spec, profile), wait)
+        bootstrap = Bootstrap(
+            stdin=stdin,
+            trigger=content_hash(stdin),
+            secret_files=password.apply(lambda pw: secret_files_stdin(l4_secret_files(pw))),
+            secret_units=SECRET_UNITS,
+        )
         user = spec.ssh.user if vm else (node.ssh_user or spec.ssh.user)
         conn = ssh_connection(spec, str(node.address), user, args.private_key)
         child, opts = f"{name}-{node.name}", pulumi.ResourceOptions(parent=self)
         if args.site is None:
             host = ExistingHost(child, ExistingHostArgs(str(node.address), conn, user, bootstrap, after), opts)
             return host.bootstrap
-        self.files[f"cloud-init/{node.name}.yaml"] = render_user_data(spec, redacted, digest)
-        user_data = pulumi.Output.secret(profile.apply(lambda p: render_user_data(spec, p, digest)))
+        user_data = render_user_data(spec, profile, profile.digest())
+        self.files[f"cloud-init/{node.name}.yaml"] = user_data
         machine = VirtualMachine(
             child,
             VirtualMachineArgs(spec, l4_machine(spec, index), args.site, user_data, conn, user, bootstrap, after),

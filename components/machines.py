@@ -3,8 +3,10 @@ how commands reach them over SSH, and the bootstrap that converges them (compone
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -36,6 +38,7 @@ class HostRecord:
 # --- how commands reach a host ----------------------------------------------------------------
 
 BOOTSTRAP_SCRIPT = Path(__file__).parent / "scripts" / "bootstrap-host.sh"
+SECRET_FILES_SCRIPT = Path(__file__).parent / "scripts" / "secret-files.sh"
 # First boot: the image boots, cloud-init installs the engine and packages. Generous, but bounded.
 CLOUD_INIT_WAIT_SECONDS = 1200
 SSH_DIAL_ATTEMPTS = 60
@@ -75,14 +78,56 @@ def content_hash(text: str) -> str:
 
 @dataclass(frozen=True)
 class Bootstrap:
-    """What converges a host: the script's stdin (may be secret) and a trigger that changes with it.
-
-    `trigger` must itself be secret when the stdin holds a secret: a plain hash of a short
-    password inside otherwise published text could be brute-forced.
-    """
+    """What converges a host: the script's stdin and a trigger that changes with it, both readable, so a
+    reviewer sees in a preview every file and setting a host gets; and apart from them the host's secret files
+    (`secret_files_stdin` of them, a Pulumi secret), installed first by their own step, which reloads
+    `secret_units` when one changed."""
 
     stdin: pulumi.Input[str]
     trigger: pulumi.Input[str]
+    secret_files: pulumi.Input[str] | None = None
+    secret_units: tuple[str, ...] = ()
+
+
+def secret_files_stdin(files: Sequence[cloudinit.HostFile]) -> str:
+    return "".join(f"{f.path} {f.permissions} {base64.b64encode(f.content.encode()).decode()}\n" for f in files)
+
+
+def converge(
+    name: str,
+    parent: pulumi.Resource,
+    connection: command.remote.ConnectionArgs,
+    user: str,
+    bootstrap: Bootstrap,
+    depends_on: Sequence[pulumi.Resource],
+    triggers: Sequence[pulumi.Input[str]] = (),
+) -> command.remote.Command:
+    """The host's secret files (when it has any), then its bootstrap: the step that says the host is ready."""
+    after = list(depends_on)
+    if bootstrap.secret_files is not None:
+        script = SECRET_FILES_SCRIPT.read_text()
+        line = f"sh -c {shlex.quote(script)} secret-files.sh {' '.join(bootstrap.secret_units)}".rstrip()
+        run = line if user == "root" else f"sudo -n {line}"
+        after.append(
+            command.remote.Command(
+                f"{name}-secret-files",
+                connection=connection,
+                create=run,
+                update=run,  # a new secret is written in place (no delete: the bootstrap's files stay)
+                stdin=pulumi.Output.secret(bootstrap.secret_files),
+                triggers=list(triggers),
+                logging=command.remote.Logging.STDERR,
+                opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
+            )
+        )
+    return command.remote.Command(
+        name,
+        connection=connection,
+        create=root_shell(user),
+        stdin=bootstrap.stdin,
+        triggers=[*triggers, bootstrap.trigger],
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=after),
+    )
 
 
 def bootstrap_of(
@@ -237,13 +282,8 @@ class VirtualMachine(pulumi.ComponentResource):
                 protected, pulumi.ResourceOptions(depends_on=[network] if network else [])
             ),
         )
-        self.ready = command.remote.Command(
-            f"{name}-ready",
-            connection=args.connection,
-            create=root_shell(args.ssh_user),
-            stdin=args.bootstrap.stdin,
-            triggers=[domain.id, args.bootstrap.trigger],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[domain, *args.after]),
+        self.ready = converge(
+            f"{name}-ready", self, args.connection, args.ssh_user, args.bootstrap, [domain, *args.after], [domain.id]
         )
         self.domain_id = domain.id
         self.address = pulumi.Output.from_input(m.address)
@@ -266,13 +306,8 @@ class ExistingHost(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ExistingHostArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("swarm-estate:hosts:ExistingHost", name, None, opts)
-        self.bootstrap = command.remote.Command(
-            f"{name}-bootstrap",
-            connection=args.connection,
-            create=root_shell(args.ssh_user),
-            stdin=args.bootstrap.stdin,
-            triggers=[args.bootstrap.trigger],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after)),
+        self.bootstrap = converge(
+            f"{name}-bootstrap", self, args.connection, args.ssh_user, args.bootstrap, list(args.after)
         )
         self.address = pulumi.Output.from_input(args.host)
         self.register_outputs({"address": self.address})

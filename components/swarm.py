@@ -19,6 +19,7 @@ managers list (the commands move to the new first manager, nothing is deleted), 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -77,9 +78,10 @@ def script_command(name: str, env: Mapping[str, str]) -> str:
     return f"env {assigns} sh -c {shlex.quote(script_text(name))} {name}"
 
 
-def in_container(container: str, line: str) -> str:
-    """Wrap a host command line so it runs inside a docker-in-docker node container."""
-    return f"docker exec {shlex.quote(container)} {line}"
+def in_container(container: str, line: str, *, interactive: bool = False) -> str:
+    """Wrap a host command line so it runs inside a docker-in-docker node container (`interactive`: with the
+    command's stdin)."""
+    return f"docker exec {'-i ' if interactive else ''}{shlex.quote(container)} {line}"
 
 
 def parse_kv(stdout: str) -> dict[str, str]:
@@ -328,19 +330,20 @@ class Cluster(pulumi.ComponentResource):
             depends_on=after,
         )
         token = self.manager_token if node.role == "manager" else self.worker_token
-        create = pulumi.Output.all(token, self.cluster_id).apply(
-            lambda tc: script_command(
-                "swarm-join.sh",
-                {**join_env(spec, node, self._manager.node), "JOIN_TOKEN": tc[0], "CLUSTER_ID": tc[1]},
-            )
+        # The token travels on stdin, the provider's secret-capable input: the command line stays readable in
+        # previews (what will run on the node, and any change to it) and the token is never part of it.
+        create = self.cluster_id.apply(
+            lambda cid: script_command("swarm-join.sh", {**join_env(spec, node, self._manager.node), "CLUSTER_ID": cid})
         )
         return self._command(
             f"{name}-{node.name}-join",
             record,
-            create=pulumi.Output.secret(create),
+            create=create,
             delete=script_command("swarm-leave.sh", {"DISSOLVE": dissolve(spec)}),
             triggers=[script_hash("swarm-join.sh"), script_hash("swarm-leave.sh")],
             depends_on=[registration, *record.ready],
+            stdin=pulumi.Output.secret(token.apply(lambda t: t + "\n")),
+            stdin_to_script=True,
         )
 
     def _membership(self, node: Node, node_id: pulumi.Output[str], joined: pulumi.Resource) -> HostCommand:
@@ -373,11 +376,13 @@ class Cluster(pulumi.ComponentResource):
         depends_on: list[pulumi.Resource],
         delete: EnvValue | None = None,
         secret_stdout: bool = False,
-        stdin: str | None = None,
+        stdin: pulumi.Input[str] | None = None,
+        stdin_to_script: bool = False,
         ignore_stdin: bool = False,
     ) -> HostCommand:
         """One host step. `update` repeats `create` so a trigger change re-runs the (idempotent)
-        script in place; without it the provider would replace the resource and run its delete."""
+        script in place; without it the provider would replace the resource and run its delete.
+        `stdin_to_script`: the script reads `stdin` (a node container is then entered with `docker exec -i`)."""
         opts = pulumi.ResourceOptions(
             parent=self,
             depends_on=depends_on,
@@ -389,13 +394,14 @@ class Cluster(pulumi.ComponentResource):
         if record.container is not None:
             container = record.container
 
-            def wrap(line: EnvValue) -> pulumi.Output[str]:
-                return pulumi.Output.from_input(line).apply(lambda c: in_container(container, c))
+            def wrap(line: EnvValue, interactive: bool = False) -> pulumi.Output[str]:
+                entered = functools.partial(in_container, container, interactive=interactive)
+                return pulumi.Output.from_input(line).apply(entered)
 
             return command.local.Command(
                 resource_name,
-                create=wrap(create),
-                update=wrap(create),
+                create=wrap(create, stdin_to_script),
+                update=wrap(create, stdin_to_script),
                 delete=None if delete is None else wrap(delete),
                 stdin=stdin,
                 environment={"DOCKER_HOST": self._spec.docker.engine_host},

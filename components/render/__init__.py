@@ -6,6 +6,3 @@
     compose.py     a stack as it will run, as a compose file (docker stack config)
     diagram.py     the estate as a mermaid picture
 """
-
-# What the files components hand to the synth show where a secret goes: they must never hold one.
-REDACTED = "[secret]"

@@ -17,6 +17,11 @@ from .cloudinit import HostFile, HostProfile, Service
 
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
+# The VRRP password lives in a file of its own, which keepalived.conf includes: the config itself stays readable
+# (in previews, the synth and on the host) and the password reaches the host by its own secret step.
+VRRP_AUTH = "/etc/keepalived/vrrp-auth.conf"
+# keepalived must never run without its password (unauthenticated VRRP): systemd skips the unit until it exists.
+KEEPALIVED_DROP_IN = "/etc/systemd/system/keepalived.service.d/swarm-estate.conf"
 MASTER_PRIORITY = 150
 BACKUP_PRIORITY = 100
 
@@ -112,7 +117,7 @@ def render_haproxy(
     return "\n".join(lines) + "\n"
 
 
-def render_keepalived(spec: EstateSpec, index: int, auth_pass: str) -> str:
+def render_keepalived(spec: EstateSpec, index: int) -> str:
     """keepalived.conf of L4 node `index`: the first is the preferred holder of the virtual IP."""
     l4 = spec.l4
     me, peer = l4.nodes[index], l4.nodes[1 - index]
@@ -147,7 +152,7 @@ def render_keepalived(spec: EstateSpec, index: int, auth_pass: str) -> str:
             "    }",
             "    authentication {",
             "        auth_type PASS",
-            f"        auth_pass {auth_pass}",
+            f"        include {VRRP_AUTH}",
             "    }",
             "    virtual_ipaddress {",
             f"        {l4.virtual_ip}/{prefix} dev {l4.interface}",
@@ -161,7 +166,12 @@ def render_keepalived(spec: EstateSpec, index: int, auth_pass: str) -> str:
     )
 
 
-def l4_profile(spec: EstateSpec, index: int, auth_pass: str, *, vm: bool) -> HostProfile:
+def render_vrrp_auth(auth_pass: str) -> str:
+    return f"auth_pass {auth_pass}\n"
+
+
+def l4_profile(spec: EstateSpec, index: int, *, vm: bool) -> HostProfile:
+    """What an L4 host receives, all of it readable; its one secret is `l4_secret_files`'."""
     node = spec.l4.nodes[index]
     timesync = "chrony.service" if spec.base_image.family == "debian" else "chronyd.service"
     return HostProfile(
@@ -169,11 +179,19 @@ def l4_profile(spec: EstateSpec, index: int, auth_pass: str, *, vm: bool) -> Hos
         packages=("haproxy", "keepalived", "chrony", *(("qemu-guest-agent",) if vm else ())),
         files=(
             HostFile(HAPROXY_CFG, render_haproxy(spec)),
-            HostFile(KEEPALIVED_CONF, render_keepalived(spec, index, auth_pass), "0600"),
+            HostFile(KEEPALIVED_CONF, render_keepalived(spec, index), "0600"),
+            HostFile(KEEPALIVED_DROP_IN, f"[Unit]\nConditionPathExists={VRRP_AUTH}\n"),
         ),
         services=(
             Service(timesync),
             Service("haproxy.service", (HAPROXY_CFG,), reload=True),
-            Service("keepalived.service", (KEEPALIVED_CONF,), reload=True),
+            Service("keepalived.service", (KEEPALIVED_CONF, KEEPALIVED_DROP_IN), reload=True),
         ),
     )
+
+
+def l4_secret_files(auth_pass: str) -> tuple[HostFile, ...]:
+    return (HostFile(VRRP_AUTH, render_vrrp_auth(auth_pass), "0600"),)
+
+
+SECRET_UNITS = ("keepalived.service",)  # reloaded when a secret file changed

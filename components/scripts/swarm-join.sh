@@ -1,10 +1,14 @@
 #!/bin/sh
 # Join this node to the estate's swarm, or confirm it is already a member.
-# In:  JOIN_TOKEN, MANAGER_ADDR (the manager to join through), ADVERTISE_ADDR,
+# In:  the join token on the first line of stdin (or JOIN_TOKEN: stdin keeps it off command lines),
+#      MANAGER_ADDR (the manager to join through), ADVERTISE_ADDR,
 #      MANAGER_ADDRS (space-separated addresses of all the estate's managers), optional CLUSTER_ID.
 # Out: node_id= on stdout.
 set -eu
-: "${JOIN_TOKEN:?JOIN_TOKEN is required}" "${MANAGER_ADDR:?MANAGER_ADDR is required}"
+if [ -z "${JOIN_TOKEN:-}" ]; then
+    IFS= read -r JOIN_TOKEN || true
+fi
+: "${JOIN_TOKEN:?the join token is required on stdin}" "${MANAGER_ADDR:?MANAGER_ADDR is required}"
 : "${ADVERTISE_ADDR:?ADVERTISE_ADDR is required}"
 MANAGER_ADDRS=${MANAGER_ADDRS:-$MANAGER_ADDR}
 fail() { echo "swarm-join on $(hostname): $*" >&2; exit 1; }

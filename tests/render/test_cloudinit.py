@@ -41,7 +41,7 @@ def _user_data_files(spec: EstateSpec) -> dict[str, str]:
     files = {n.name: ci.render_user_data(spec, ci.docker_host_profile(spec, n)) for n in spec.nodes}
     if spec.l4.enabled:
         for i, node in enumerate(spec.l4.nodes):
-            files[node.name] = ci.render_user_data(spec, l4_profile(spec, i, "[secret]", vm=True))
+            files[node.name] = ci.render_user_data(spec, l4_profile(spec, i, vm=True))
     return files
 
 

@@ -9,8 +9,14 @@ import pytest
 
 from components.l4 import l4_machine
 from components.model import load_estate
-from components.render import REDACTED
-from components.render.l4 import BACKUP_PRIORITY, MASTER_PRIORITY, render_haproxy, render_keepalived
+from components.render.l4 import (
+    BACKUP_PRIORITY,
+    MASTER_PRIORITY,
+    VRRP_AUTH,
+    render_haproxy,
+    render_keepalived,
+    render_vrrp_auth,
+)
 from tests.harness.project import estate_of, prod_spec
 from tests.harness.specs import run_tool, tool, variant
 
@@ -22,9 +28,14 @@ def _haproxy_check(text: str, tmp_path: Path) -> str | None:
     return None if result.returncode == 0 else result.stdout + result.stderr
 
 
-def _keepalived_check(text: str, tmp_path: Path, name: str) -> str | None:
+def _keepalived_check(text: str, tmp_path: Path, name: str, password: str | None = "pw") -> str | None:
+    """keepalived -t of the config, its password file (when there is one) where the config includes it."""
+    auth = tmp_path / f"vrrp-auth-{name}.conf"
+    auth.unlink(missing_ok=True)
+    if password is not None:
+        auth.write_text(render_vrrp_auth(password))
     path = tmp_path / f"keepalived-{name}.conf"
-    path.write_text(text)
+    path.write_text(text.replace(f"include {VRRP_AUTH}", f"include {auth}"))
     result = run_tool([tool("keepalived"), "-t", "-f", str(path)])
     return None if result.returncode == 0 else result.stdout + result.stderr
 
@@ -38,20 +49,23 @@ def test_haproxy_accepts_the_generated_l4_config(kwargs: dict, tmp_path: Path) -
     assert _haproxy_check(text, tmp_path) is None, _haproxy_check(text, tmp_path)
 
 
-@pytest.mark.parametrize("password", [REDACTED, "s3cretPw"])
+@pytest.mark.parametrize("password", ["s3cretPw", "8charsPW"])
 def test_keepalived_accepts_both_nodes_configs(password: str, tmp_path: Path) -> None:
     spec = prod_spec()
     for index, node in enumerate(spec.l4.nodes):
-        text = render_keepalived(spec, index, password)
-        assert _keepalived_check(text, tmp_path, node.name) is None, _keepalived_check(text, tmp_path, node.name)
+        text = render_keepalived(spec, index)
+        assert f"include {VRRP_AUTH}" in text and password not in text
+        problem = _keepalived_check(text, tmp_path, node.name, password)
+        assert problem is None, problem
 
 
 def test_validators_reject_broken_configs(tmp_path: Path) -> None:
     """Controls: the two checks above fail on a broken file, so their passes mean something."""
     spec = prod_spec()
     assert _haproxy_check(render_haproxy(spec).replace("balance source", "balance sauce"), tmp_path)
-    broken = render_keepalived(spec, 0, "pw").replace("virtual_router_id 51", "virtual_router_id 300")
+    broken = render_keepalived(spec, 0).replace("virtual_router_id 51", "virtual_router_id 300")
     assert _keepalived_check(broken, tmp_path, "broken")
+    assert _keepalived_check(render_keepalived(spec, 0), tmp_path, "no-password", password=None)
 
 
 def test_haproxy_config_has_the_seeds_shape() -> None:
@@ -99,7 +113,7 @@ def test_server_list_follows_the_l7_label_and_timing_follows_the_model() -> None
 
 def test_keepalived_pair_shares_the_vip_with_distinct_priorities() -> None:
     spec = prod_spec()
-    first, second = (render_keepalived(spec, i, "pw") for i in range(2))
+    first, second = (render_keepalived(spec, i) for i in range(2))
 
     def value(text: str, key: str) -> str:
         match = re.search(rf"^\s*{key} (.+)$", text, re.M)
@@ -114,7 +128,7 @@ def test_keepalived_pair_shares_the_vip_with_distinct_priorities() -> None:
         assert value(text, "unicast_src_ip") == me
         assert re.search(rf"unicast_peer \{{\s*{re.escape(peer)}\s*\}}", text)
         assert re.search(r"track_script \{\s*chk_haproxy\s*\}", text)
-        assert value(text, "auth_pass") == "pw"
+        assert value(text, "include") == VRRP_AUTH and "auth_pass" not in text  # the password lives apart
         assert value(text, "auth_type") == "PASS"
 
 

@@ -15,10 +15,11 @@ import pytest
 from components.estate import MachineLayer
 from components.hosts import WORKER_WAVES
 from components.l4 import L4Pair
-from components.machines import BOOTSTRAP_SCRIPT, bootstrap_stdin
+from components.machines import BOOTSTRAP_SCRIPT, SECRET_FILES_SCRIPT, bootstrap_stdin, secret_files_stdin
 from components.model import EstateSpec, load_estate
 from components.render import cloudinit as ci
-from components.render.l4 import l4_profile
+from components.render.cloudinit import HostFile
+from components.render.l4 import SECRET_UNITS, l4_profile, l4_secret_files
 from tests.harness import schema
 from tests.harness.project import TEST_SECRETS, estate_of, prod_spec
 from tests.harness.specs import run_tool, synth_hosts, tool, variant
@@ -161,17 +162,23 @@ def test_records_follow_the_model_and_wait_for_the_bootstrap(prod: tuple[SynthRe
         assert command["inputs"]["connection"] == "[secret]"  # it carries the private key
 
 
-def test_secrets_stay_secret_and_published_files_are_redacted(prod: tuple[SynthResult, MachineLayer]) -> None:
+def test_the_vrrp_password_travels_apart_and_everything_else_stays_readable(
+    prod: tuple[SynthResult, MachineLayer],
+) -> None:
     result, _ = prod
     text = json.dumps(result.resources) + json.dumps(result.files)
     for key in ("swarm-estate:sshPrivateKey", "swarm-estate:vrrpPassword"):
         assert TEST_SECRETS[key] not in text
     for node in ("swarm-lb1", "swarm-lb2"):
-        assert "auth_pass [secret]" in result.files[f"l4/keepalived-{node}.conf"]
+        assert "include /etc/keepalived/vrrp-auth.conf" in result.files[f"l4/keepalived-{node}.conf"]
         seed = result.named(f"x-l4-{node}-cloudinit")["inputs"]
-        assert seed["userData"] == "[secret]"
+        assert "keepalived.conf" in seed["userData"]  # readable: a reviewer sees what the L4 host gets
         ready = result.named(f"x-l4-{node}-ready")["inputs"]
-        assert ready["stdin"] == "[secret]" and ready["triggers"][1] == "[secret]"
+        assert "export SE_FILES=" in ready["stdin"] and ready["triggers"][1] != "[secret]"
+        secrets = result.named(f"x-l4-{node}-ready-secret-files")
+        assert secrets["inputs"]["stdin"] == "[secret]" and "secret-files.sh" in secrets["inputs"]["create"]
+        # the password is installed before the host is converged (keepalived starts only once it is there)
+        assert f"x-l4-{node}-ready-secret-files" in result.named(f"x-l4-{node}-ready")["dependencies"]
 
 
 def test_every_generated_file_is_published(prod: tuple[SynthResult, MachineLayer]) -> None:
@@ -252,11 +259,16 @@ def test_existing_hosts_are_bootstrapped_over_ssh() -> None:
         assert command["inputs"]["create"] == expected_shell
         assert "qemu-guest-agent" not in stdin
         assert f"export SE_USER={record.node.ssh_user}\n" in stdin  # the login that joins the docker group
-    assert result.named("x-l4-swarm-lb1-bootstrap")["inputs"]["stdin"] == "[secret]"
+    assert "export SE_FILES=" in result.named("x-l4-swarm-lb1-bootstrap")["inputs"]["stdin"]
+    assert result.named("x-l4-swarm-lb1-bootstrap-secret-files")["inputs"]["stdin"] == "[secret]"
     for r in hosts.records:
         deps = result.named(f"x-hosts-{r.node.name}-bootstrap")["dependencies"]
         assert deps == sorted(f"x-hosts-{n}-bootstrap" for n in rolls_after(spec, r.node.name))
-    assert result.named("x-l4-swarm-lb2-bootstrap")["dependencies"] == ["x-l4-swarm-lb1-bootstrap"]
+    # lb2 converges after lb1, each once its password is installed
+    assert result.named("x-l4-swarm-lb2-bootstrap")["dependencies"] == [
+        "x-l4-swarm-lb1-bootstrap", "x-l4-swarm-lb2-bootstrap-secret-files"
+    ]
+    assert result.named("x-l4-swarm-lb2-bootstrap-secret-files")["dependencies"] == ["x-l4-swarm-lb1-bootstrap"]
 
 
 def test_rolling_order_keeps_the_critical_path_independent_of_the_worker_count() -> None:
@@ -381,14 +393,14 @@ def test_bootstrap_converges_once_and_then_changes_nothing(sandbox: dict[str, An
 
 def test_bootstrap_reloads_haproxy_gracefully_when_the_l4_config_changes(sandbox: dict[str, Any]) -> None:
     spec = prod_spec()
-    env = ci.bootstrap_environment(spec, l4_profile(spec, 0, "pw", vm=False))
+    env = ci.bootstrap_environment(spec, l4_profile(spec, 0, vm=False))
     _converge(sandbox, env)
     keepalived = sandbox["root"] / "etc/keepalived/keepalived.conf"
     assert oct(keepalived.stat().st_mode & 0o777) == "0o600"
     raw = estate_of("prod")
     raw["swarm"]["workers"]["nodes"].append({"name": "docker-swarm4", "labels": ["l7=true"]})
     changed = load_estate(raw)
-    out, calls = _converge(sandbox, ci.bootstrap_environment(changed, l4_profile(changed, 0, "pw", vm=False)))
+    out, calls = _converge(sandbox, ci.bootstrap_environment(changed, l4_profile(changed, 0, vm=False)))
     assert out == "changed: /etc/haproxy/haproxy.cfg reload:haproxy.service"
     assert _acting(calls) == ["systemctl reload-or-restart haproxy.service"]
 
@@ -402,3 +414,36 @@ def test_bootstrap_waits_for_cloud_init_but_not_forever(sandbox: dict[str, Any])
     assert result.returncode == 1
     assert "cloud-init did not write" in result.stderr
     assert not (sandbox["root"] / "etc").exists()  # it acted on nothing
+
+
+def _install_secrets(sandbox: dict[str, Any], files: list[HostFile]) -> tuple[str, list[str]]:
+    calls = sandbox["state"] / "calls"
+    calls.unlink(missing_ok=True)
+    script = SECRET_FILES_SCRIPT.read_text()
+    run_env = {"PATH": f"{sandbox['stubs']}:/usr/bin:/bin", "STATE": str(sandbox["state"]), "HOME": "/tmp"}
+    result = subprocess.run(
+        ["sh", "-c", script, "secret-files.sh", *SECRET_UNITS],
+        input=secret_files_stdin(files), capture_output=True, text=True, env=run_env, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stderr, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_secret_files_install_once_reload_on_change_and_never_print_the_secret(sandbox: dict[str, Any]) -> None:
+    target = sandbox["root"] / "etc/keepalived/vrrp-auth.conf"
+    (auth,) = l4_secret_files("s3cretPw")
+    files = [HostFile(str(target), auth.content, auth.permissions)]
+    (sandbox["state"] / "active" / "keepalived.service").touch()
+    err, calls = _install_secrets(sandbox, files)
+    assert target.read_text() == "auth_pass s3cretPw\n" and oct(target.stat().st_mode & 0o777) == "0o600"
+    assert "systemctl reload-or-restart keepalived.service" in calls
+    assert "s3cretPw" not in err
+    err, calls = _install_secrets(sandbox, files)  # twice changes nothing
+    assert "nothing changed" in err and not [c for c in calls if "reload" in c]
+    (auth,) = l4_secret_files("n3wPassw")
+    err, calls = _install_secrets(sandbox, [HostFile(str(target), auth.content, auth.permissions)])
+    assert target.read_text() == "auth_pass n3wPassw\n" and "systemctl reload-or-restart keepalived.service" in calls
+    (sandbox["state"] / "active" / "keepalived.service").unlink()  # a stopped unit is not started by a new secret
+    (auth,) = l4_secret_files("th1rdPwd")
+    _, calls = _install_secrets(sandbox, [HostFile(str(target), auth.content, auth.permissions)])
+    assert not [c for c in calls if "reload" in c]

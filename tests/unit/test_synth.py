@@ -11,7 +11,7 @@ import pytest
 
 from tests.harness import schema
 from tests.harness.project import ROOT, TEST_SECRETS, config_for, estate_of
-from tools.synth import run_program, secure, stack_config
+from tools.synth import SECRET, run_program, secure, stack_config
 
 STACKS = ("prod", "dev")
 
@@ -145,3 +145,30 @@ def test_whole_estate_critical_path_does_not_grow_with_the_worker_count(prod_est
         prod_estate["swarm"]["workers"]["count"] = workers
         lengths.append(synth(prod_estate).critical_path())
     assert lengths[0] == lengths[1]
+
+
+# Inputs that may be a Pulumi secret as a whole: the secret itself (a swarm secret's data, the stdin that carries
+# a join token or a host's secret files) and the command provider's `connection`, which its SDK always makes
+# secret (it holds the private key). Anything else hidden would be readable text hidden by one secret inside.
+WHOLLY_SECRET = {
+    ("docker:index/secret:Secret", "data"),
+    ("command:remote:Command", "connection"),
+    ("command:remote:Command", "stdin"),
+    ("command:local:Command", "stdin"),
+}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_reviewer_reads_every_script_and_file_and_no_secret(stack):
+    result = run_program(config_for(estate_of(stack)), stack=stack)
+    hidden = {(r["type"], k) for r in result.resources for k, v in (r["inputs"] or {}).items() if v == SECRET}
+    assert hidden <= WHOLLY_SECRET, hidden - WHOLLY_SECRET
+    for r in result.resources:
+        inputs = r["inputs"] or {}
+        if inputs.get("stdin") == SECRET:
+            assert r["name"].endswith(("-join", "-secret-files")), r["name"]
+        if r["type"].startswith("command:"):
+            assert inputs.get("create") not in (None, SECRET), r["name"]  # the script, readable
+    dump = json.dumps(result.resources) + json.dumps(result.outputs) + json.dumps(result.files)
+    for key, value in TEST_SECRETS.items():
+        assert value not in dump, key
