@@ -11,6 +11,7 @@ plus estate.mmd). Ids and computed outputs come from the mock engine and say so
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import runpy
@@ -347,9 +348,23 @@ def main(argv: list[str] | None = None) -> int:
     except pulumi.RunError as exc:  # the program's own report of an internal error
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    finally:
+        close_event_loop()
     write(result, args.out)
     print(summary(result))
     return 0
+
+
+def close_event_loop() -> None:
+    """Close the SDK's event loop before the interpreter does: left to the garbage collector at exit, it could
+    find its selector already gone and print `Exception ignored in: BaseEventLoop.__del__`."""
+    try:
+        loop = asyncio.get_event_loop()
+    except RuntimeError:
+        return
+    if not loop.is_closed() and not loop.is_running():
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+# A bound derived from the configuration (check intervals, DNS hold times) is what an idle machine shows; the
+# tests run on shared 2-core machines next to other jobs, so they wait this many times longer before calling it
+# a failure. How fast it really was is printed, and measured by the benchmarks (tests/bench/), never asserted.
+LOADED = 5
+
 
 def wait_until(
     predicate: Callable[[], Any],
