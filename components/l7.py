@@ -125,9 +125,7 @@ class L7(pulumi.ComponentResource):
                 )
             )
 
-        ports = [(l7.http_port, "http"), (l7.https_port, "https")]
-        if l7.stats.enabled and l7.stats.publish:
-            ports.append((l7.stats.port, "stats"))
+        ports = [(held.port, held.l7) for held in spec.host_ports() if held.l7]
         ((label_key, label_value),) = l7.node_label.items()
         delay = go_duration(parse_duration(l7.update_delay, days=True))
 

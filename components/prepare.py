@@ -11,7 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .compose.apply import import_stacks, routes_of
+from .compose.apply import collect_stacks, publications_of, routes_of
+from .compose.problems import Problems
 from .compose.spec import ImportedStack
 from .model import (
     CONFIG_NAMESPACE,
@@ -25,7 +26,7 @@ from .model import (
 )
 from .model.base import secret_refs
 from .model.branch import branch_metadata, derive_branch
-from .model.routes import route_rules
+from .model.routes import port_rules, route_rules
 from .platform_stacks import platform_stacks
 
 
@@ -56,14 +57,19 @@ def prepare(
     spec = derive_branch(template, stack, now) if template.branch is not None else template
     if config_keys is not None:
         _require_secrets(spec, config_keys)
-    imported = import_stacks(spec, project_dir)
+    # One pass: every file's own problems, and the estate-level checks of all of them (routes, ports), together.
+    problems = Problems()
+    imported = collect_stacks(spec, project_dir, problems)
     stacks = {**imported, **platform_stacks(spec)}
     routes = routes_of(spec, stacks)
     route_errors, route_warnings = route_rules(spec, routes)
-    if route_errors:
-        raise EstateConfigError([format_violation(v) for v in route_errors])
+    port_errors, port_warnings = port_rules(spec, publications_of(stacks))
+    errors = [*problems.errors, *(format_violation(v) for v in route_errors), *port_errors]
+    if errors:
+        raise EstateConfigError(list(dict.fromkeys(errors)))
     warnings = [format_violation(w) for w in [*spec.warnings, *route_warnings]]
     warnings += [w for s in imported.values() for w in s.warnings]
+    warnings += port_warnings
     return Prepared(
         spec=spec,
         stacks=stacks,

@@ -124,15 +124,11 @@ class AppStack(pulumi.ComponentResource):
                         container_spec=container_spec(ns, service, stack, configs, secrets),
                         networks_advanceds=[
                             docker.ServiceTaskSpecNetworksAdvancedArgs(
-                                id=network_ids[key], aliases=aliases(svc_name, key, al, stack)
+                                id=network_ids[key], aliases=aliases(svc_name, al)
                             )
                             for key, al in service.effective_networks().items()
                         ],
-                        log_driver=docker.ServiceTaskSpecLogDriverArgs(
-                            name=service.logging.driver, options=service.logging.options or None
-                        )
-                        if service.logging
-                        else None,
+                        log_driver=log_driver(service),
                         placement=placement(service),
                         resources=resources(service),
                         restart_policy=restart_policy(service),
@@ -148,14 +144,21 @@ class AppStack(pulumi.ComponentResource):
 # --- pure conversions: ServiceSpec -> provider Args ---------------------------------------------
 
 
-def aliases(service: str, network_key: str, declared: tuple[str, ...], stack: ImportedStack) -> list[str] | None:
-    """The compose service name is an alias on the stack's own networks, so `conductor-ui` reaches
-    `http://conductor-server:8080` as in the seed. It is left off shared overlays: there a short
-    name like `web` would resolve to every stack's `web`; other stacks use `<stack>_<service>`."""
-    net = stack.networks.get(network_key)
-    own = [] if net is not None and net.external else [service]
-    out = [*own, *[a for a in declared if a not in own]]
-    return out or None
+def aliases(service: str, declared: tuple[str, ...]) -> list[str]:
+    """As `docker stack deploy`: the file's aliases, then the compose service name, on every network the service
+    joins, shared overlays included, so `conductor-ui` reaches `http://conductor-server:8080` as in the seed and
+    an app reaches `db` of another stack over an overlay both join. (On a shared overlay two stacks' `web` answer
+    to one name, as they do under Docker; `<stack>_<service>` is the unambiguous name there.)"""
+    return [*[a for a in declared if a != service], service]
+
+
+def log_driver(service: ServiceSpec) -> docker.ServiceTaskSpecLogDriverArgs | None:
+    logging = service.logging
+    if logging is None:
+        return None
+    if logging.driver is None:  # the compose import names the engines' driver (apply._log_drivers)
+        raise ValueError(f"{service.name}: logging without a driver reached the AppStack")
+    return docker.ServiceTaskSpecLogDriverArgs(name=logging.driver, options=logging.options or None)
 
 
 def service_mode(service: ServiceSpec) -> docker.ServiceModeArgs:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import runpy
@@ -349,23 +350,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 3
     finally:
-        close_event_loop()
+        close_event_loops()
     write(result, args.out)
     print(summary(result))
     return 0
 
 
-def close_event_loop() -> None:
-    """Close the SDK's event loop before the interpreter does: left to the garbage collector at exit, it could
-    find its selector already gone and print `Exception ignored in: BaseEventLoop.__del__`."""
-    try:
-        loop = asyncio.get_event_loop()
-    except RuntimeError:
-        return
-    if not loop.is_closed() and not loop.is_running():
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
-
+def close_event_loops() -> None:
+    """Close the event loops the SDK leaves behind before the interpreter does. Besides the main thread's, the
+    SDK makes one in each executor thread that awaits an output (`sync_await`); left to the garbage collector at
+    exit, one of them could find its self-pipe already gone and print `Exception ignored in:
+    BaseEventLoop.__del__`."""
+    for obj in gc.get_objects():
+        if isinstance(obj, asyncio.AbstractEventLoop) and not obj.is_closed() and not obj.is_running():
+            obj.close()
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,19 +12,43 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..model import EstateConfigError, EstateSpec, Route, StackSpec
+from ..model import EstateConfigError, EstateSpec, Route, Routing, StackSpec, config_path
+from ..model.hosts import unknown_log_options
+from ..model.routes import Publication
 from .parse import parse_compose
 from .problems import Problems
-from .spec import ComposeFile, ImportedStack, NetworkSpec, NfsVolume, SecretSpec, ServiceSpec, VolumeSpec
+from .spec import (
+    ComposeFile,
+    ImportedStack,
+    Logging,
+    NetworkSpec,
+    NfsVolume,
+    PortSpec,
+    SecretSpec,
+    ServiceSpec,
+    VolumeSpec,
+)
 
 # Platform stacks take these names when the model enables them.
 PLATFORM_STACKS = ("registry", "portainer")
 
-__all__ = ["ImportedStack", "import_stacks", "nfs_volume", "routes_of"]
+__all__ = ["ImportedStack", "collect_stacks", "import_stacks", "nfs_volume", "publications_of", "routes_of"]
 
 
 def import_stacks(spec: EstateSpec, project_dir: Path) -> dict[str, ImportedStack]:
+    """Every application stack, or EstateConfigError with every problem of every file."""
     problems = Problems()
+    imported = collect_stacks(spec, project_dir, problems)
+    if problems.errors:
+        raise EstateConfigError(problems.errors)
+    return imported
+
+
+def collect_stacks(spec: EstateSpec, project_dir: Path, problems: Problems) -> dict[str, ImportedStack]:
+    """Read, parse and apply every `stacks.<name>` to the estate, adding what is wrong to `problems` and going on:
+    a file with errors is still applied as far as it parsed, so the estate-level checks (external networks,
+    secrets, routes, ports) of every file appear in the same run. The result is deployable only when `problems`
+    gained no error."""
     imported: dict[str, ImportedStack] = {}
     for name, stack in spec.stacks.items():
         config = problems.in_config("stacks", name)
@@ -40,14 +64,10 @@ def import_stacks(spec: EstateSpec, project_dir: Path) -> dict[str, ImportedStac
             )
             continue
         compose, file_problems = parse_compose(text, stack.compose, path.parent, stack.variables)
-        if file_problems:
-            problems.errors.extend(file_problems)
-            continue
-        result = apply_estate(spec, name, stack, compose, problems)
-        if result is not None:
-            imported[name] = result
-    if problems.errors:
-        raise EstateConfigError(problems.errors)
+        problems.errors.extend(file_problems)
+        if file_problems and not compose.services:
+            continue  # not YAML, or no service parsed: nothing for the estate to check
+        imported[name] = apply_estate(spec, name, stack, compose, problems)
     return imported
 
 
@@ -69,6 +89,7 @@ class _Context:
     compose: ComposeFile
     in_file: Problems
     in_config: Problems
+    notes: list[str]  # for the rendered file's reader: what the estate changed, and why
 
     @property
     def file(self) -> str:
@@ -77,19 +98,18 @@ class _Context:
 
 def apply_estate(
     spec: EstateSpec, name: str, stack: StackSpec, compose: ComposeFile, problems: Problems
-) -> ImportedStack | None:
-    """The compose model plus the stack config: routing, NFS volumes, secret keys, shared overlays.
-    None when `problems` gained an error."""
+) -> ImportedStack:
+    """The compose model plus the stack config: routing, NFS volumes, secret keys, shared overlays, the engines'
+    log driver. Deployable only when `problems` gained no error."""
     mine = Problems()  # this stack's own lines, added to `problems` at the end
-    ctx = _Context(spec, name, stack, compose, mine.in_file(compose.file), mine.in_config("stacks", name))
+    ctx = _Context(spec, name, stack, compose, mine.in_file(compose.file), mine.in_config("stacks", name), [])
     networks = _networks(ctx)
     services = _route(ctx, networks)
+    services = _log_drivers(ctx, services)
     volumes = _volumes(ctx)
     secrets = _secrets(ctx, services)
     _check_names(ctx)
     problems.errors.extend(mine.errors)
-    if mine.errors:
-        return None
     return ImportedStack(
         name=name,
         file=compose.file,
@@ -99,6 +119,7 @@ def apply_estate(
         configs=dict(compose.configs),
         secrets=secrets,
         warnings=(*compose.warnings, *mine.warnings),
+        notes=tuple(ctx.notes),
         config_path=("stacks", name),
     )
 
@@ -125,7 +146,8 @@ def _networks(ctx: _Context) -> dict[str, NetworkSpec]:
 
 
 def _route(ctx: _Context, networks: dict[str, NetworkSpec]) -> dict[str, ServiceSpec]:
-    """The seed's rule for a routed service: on haproxy-public, endpoint_mode dnsrr, no published port."""
+    """The seed's rule for a routed service: on haproxy-public, endpoint_mode dnsrr, its routed ports served by the
+    L7. Its other ports stay published, in host mode (a dnsrr service cannot use the ingress mesh)."""
     public = ctx.spec.public_network.name
     public_key = next((k for k, n in networks.items() if n.external and (n.name or k) == public), None)
     services = dict(ctx.compose.services)
@@ -139,15 +161,15 @@ def _route(ctx: _Context, networks: dict[str, NetworkSpec]) -> dict[str, Service
         if routing.replicas is not None and service.mode == "global":
             ctx.in_config.at(*path, "replicas").error(f"{svc_name} is a global service (one task per node)")
         changes: dict[str, object] = {"routing": routing, "replicas": replicas}
-        if routing.dns_names:
-            port = routing.http_port or _compose_port(service)
-            if port is None:
-                ctx.in_config.at(*path, "http_port").error(
-                    f"give the HTTP port: {ctx.file} publishes {'several ports' if service.ports else 'no port'} "
-                    f"for {svc_name}",
-                )
-            if service.ports:
-                ctx.in_file.at("services", svc_name).warn(f"ports are not published: L7 routes it via {public}")
+        if routing.routed:
+            port = None
+            if routing.dns_names:
+                port = routing.http_port or _compose_port(service)
+                if port is None:
+                    ctx.in_config.at(*path, "http_port").error(
+                        f"give the HTTP port: {ctx.file} publishes "
+                        f"{'several ports' if service.ports else 'no port'} for {svc_name}",
+                    )
             if service.endpoint_mode == "vip":
                 ctx.in_file.at("services", svc_name).warn("endpoint_mode vip replaced by dnsrr for L7")
             if public_key is None:
@@ -155,9 +177,62 @@ def _route(ctx: _Context, networks: dict[str, NetworkSpec]) -> dict[str, Service
                 networks[public] = NetworkSpec(key=public, external=True, name=public)
             nets = {**service.effective_networks()}
             nets.setdefault(public_key, ())
-            changes.update(networks=nets, endpoint_mode="dnsrr", ports=(), route_port=port)
+            ports = _routed_ports(ctx, svc_name, service, port, routing)
+            changes.update(networks=nets, endpoint_mode="dnsrr", ports=ports, route_port=port)
         services[svc_name] = dataclasses.replace(service, **changes)  # type: ignore[arg-type]
     return services
+
+
+def _routed_ports(
+    ctx: _Context, svc_name: str, service: ServiceSpec, http_port: int | None, routing: Routing
+) -> tuple[PortSpec, ...]:
+    """A routed service's publications: the ports the L7 serves go, every other one stays, in host mode."""
+    tcp = {t.port: t.published for t in routing.tcp}
+    kept = []
+    at = ctx.in_file.at("services", svc_name, "ports")
+    config = config_path(("stacks", ctx.name, "services", svc_name))
+    for p in service.ports:
+        shown = f"{p.published}:{p.target}/{p.protocol}" if p.published else f"{p.target}/{p.protocol}"
+        if http_port is not None and p.target == http_port and p.protocol == "tcp":
+            ctx.notes.append(f"{svc_name}: {shown} is not published: the L7 serves it as "
+                             f"{', '.join(routing.dns_names)}")  # fmt: skip
+            continue
+        if p.target in tcp and p.protocol == "tcp":
+            ctx.notes.append(f"{svc_name}: {shown} is not published: the L7 serves it as TCP on port {tcp[p.target]}")
+            continue
+        kept.append(dataclasses.replace(p, mode="host"))
+        if p.mode != "host":
+            at.warn(f"{shown} stays published, in host mode: a service behind the L7 is dnsrr, which cannot use "
+                    "the ingress mesh, so it is reachable only on the nodes running a task of it; to reach it on "
+                    f"every L7 node (and the L4 address) instead, route it as TCP: {config}.tcp")  # fmt: skip
+            ctx.notes.append(f"{svc_name}: {shown} is published in host mode (the file says ingress): reachable "
+                             "on the nodes running a task")  # fmt: skip
+    return tuple(kept)
+
+
+def _log_drivers(ctx: _Context, services: dict[str, ServiceSpec]) -> dict[str, ServiceSpec]:
+    """`logging:` without a driver runs on the engines' default driver, with the file's options, as the daemon
+    would run it; options the driver would refuse at every task start are refused here."""
+    default = ctx.spec.engine_log_driver
+    out = {}
+    for svc_name, service in services.items():
+        logging = service.logging
+        if logging is not None and logging.driver is None:
+            logging = Logging(default, logging.options)
+            ctx.notes.append(f"{svc_name}: logging names no driver: the engines' default, {default}, as Docker "
+                             "would use")  # fmt: skip
+        if logging is not None and logging.driver is not None:
+            unknown = unknown_log_options(logging.driver, logging.options)
+            if unknown:
+                given = "" if service.logging and service.logging.driver else (
+                    f" (no driver is named, so the engines' default: {config_path(('engine', 'log_driver'))})")
+                ctx.in_file.at("services", svc_name, "logging.options").error(
+                    f"{', '.join(unknown)}: the {logging.driver} log driver{given} has no such option, and every "
+                    "task would fail to start; name the driver the options are for (e.g. driver: json-file)")
+            out[svc_name] = dataclasses.replace(service, logging=logging)
+        else:
+            out[svc_name] = service
+    return out
 
 
 def _volumes(ctx: _Context) -> dict[str, VolumeSpec]:
@@ -193,13 +268,30 @@ def _secrets(ctx: _Context, services: dict[str, ServiceSpec]) -> dict[str, Secre
             secrets[secret] = dataclasses.replace(
                 secrets[secret], config_key=key, file_content=None, external=False, name=None
             )
+    mapping = config_path(("stacks", ctx.name, "secrets"))
     for secret, body in secrets.items():
         if body.file_content is None and body.config_key is None and not body.external:
             ctx.in_config.at("secrets").error(
                 f"{ctx.file} secret {secret!r} has no content: map it to a secret config key here "
                 "(pulumi config set --secret …)",
             )
+    # Swarm configs and secrets cannot change: a new content is a new object with a new name, which the services
+    # move to before the old one goes. A fixed name from the file cannot do that, so it is not kept.
+    renamed = [("configs", k, c.name, f"{ctx.name}_{k}-<content hash>") for k, c in ctx.compose.configs.items()
+               if c.name and not c.external]  # fmt: skip
+    renamed += [("secrets", k, b.name, f"{ctx.name}_{k}-<suffix>") for k, b in secrets.items()
+                if b.name and not b.external]  # fmt: skip
+    for kind, key, name, ours in renamed:
+        ctx.in_file.at(kind, key, "name").warn(
+            f"{name!r} is not kept: swarm-estate names it {ours}, so that a new content is a new object the services "
+            "move to before the old one goes (Swarm never changes one in place); services still find it at the "
+            "same target path"
+        )
     declared_by_kind = {"configs": ctx.compose.configs, "secrets": secrets}
+    fix = {
+        "configs": "give its content instead (file: or content:)",
+        "secrets": f"map it to a secret config key, {mapping}.<name>: <key>, and `pulumi config set --secret <key>`",
+    }
     for svc_name, service in services.items():
         for kind, refs in (("configs", service.configs), ("secrets", service.secrets)):
             declared = declared_by_kind[kind]
@@ -207,7 +299,7 @@ def _secrets(ctx: _Context, services: dict[str, ServiceSpec]) -> dict[str, Secre
                 if ref.source in declared and declared[ref.source].external:
                     ctx.in_file.at("services", svc_name, kind).error(
                         f"{ref.source!r} is external, but a service needs its Swarm id, which only Pulumi-managed "
-                        "objects have: give its content instead"
+                        f"objects have: {fix[kind].replace('<name>', ref.source)}"
                     )
     return secrets
 
@@ -245,11 +337,12 @@ def volume_name(stack: str, volume: VolumeSpec) -> str:
 
 
 def routes_of(spec: EstateSpec, stacks: dict[str, ImportedStack]) -> list[Route]:
+    """Every service the L7 serves: by name (HTTP), on TCP ports, or both."""
     out = []
     for stack in stacks.values():
         for service in stack.services.values():
             routing = service.routing
-            if routing is None or not routing.dns_names or service.route_port is None:
+            if routing is None or not routing.routed or (routing.dns_names and service.route_port is None):
                 continue
             replicas = len(spec.nodes) if service.mode == "global" else (service.replicas or 1)
             if service.mode == "global":
@@ -271,3 +364,14 @@ def routes_of(spec: EstateSpec, stacks: dict[str, ImportedStack]) -> list[Route]
                 )
             )
     return out
+
+
+def publications_of(stacks: dict[str, ImportedStack]) -> list[Publication]:
+    """The ports the stacks' services publish themselves (a published port Docker picks is nobody's clash)."""
+    return [
+        Publication(stack.name, svc_name, p.published, p.protocol, p.mode, f"{stack.file}: service {svc_name}: ports")
+        for stack in stacks.values()
+        for svc_name, service in stack.services.items()
+        for p in service.ports
+        if p.published is not None
+    ]

@@ -339,9 +339,9 @@ def _logging(body: Any, problems: Problems) -> Logging | None:
         return None
     for key in set(body) - {"driver", "options"}:
         problems.at(f"logging.{key}").error("not a logging key")
-    if not body.get("driver"):
-        problems.at("logging.driver").error("name the logging driver (e.g. journald)")
-    return Logging(str(body.get("driver", "")), str_map(body.get("options"), problems.at("logging.options")))
+    # No driver: Docker runs the service with the daemon's default driver and these options.
+    driver = opt_str(body.get("driver")) or None
+    return Logging(driver, str_map(body.get("options"), problems.at("logging.options")))
 
 
 def _healthcheck(body: Any, problems: Problems) -> Healthcheck | None:

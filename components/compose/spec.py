@@ -87,7 +87,7 @@ class Healthcheck:
 
 @dataclass(frozen=True)
 class Logging:
-    driver: str
+    driver: str | None  # None: the engines' default driver (the estate fills it in, as the daemon would)
     options: dict[str, str] = field(default_factory=dict)
 
 
@@ -219,6 +219,8 @@ class ImportedStack:
     configs: dict[str, ConfigSpec]
     secrets: dict[str, SecretSpec]
     warnings: tuple[str, ...] = ()
+    # what the estate changed and why, for the reader of the rendered file (comment lines in its header)
+    notes: tuple[str, ...] = ()
     # where the stack config declares its routing: ("stacks", <name>) for an application stack, ("registry",) or
     # ("portainer",) for a platform stack
     config_path: tuple[str | int, ...] = ()

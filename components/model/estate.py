@@ -25,7 +25,7 @@ from .hosts import (
     SwarmSpec,
 )
 from .proxy import L4Spec, L7Spec, Overlay, _public_network
-from .stacks import PortainerSpec, RegistrySpec, StackSpec
+from .stacks import PortainerSpec, RegistrySpec, StackSpec, TcpRoute
 
 Substrate = Literal["libvirt", "existing", "docker"]
 
@@ -36,7 +36,15 @@ WORKER_OFFSET = 20
 MAX_MANAGERS = 7
 # Node lists share one namespace (host names) across the groups: _check_names_and_addresses covers them.
 _NODE_LISTS = frozenset({("swarm", "managers", "nodes"), ("swarm", "workers", "nodes"), ("l4", "nodes")})
-SWARM_PORTS = {2377: "swarm management (2377/tcp)", 7946: "swarm gossip (7946)"}
+@dataclass(frozen=True)
+class HostPort:
+    """A port the estate holds on the swarm nodes, and who holds it (for messages naming both owners)."""
+
+    port: int
+    protocol: str
+    owner: str
+    path: tuple[str | int, ...]  # where the stack config sets it
+    l7: str = ""  # the name of the L7 publication, in host mode on the L7 nodes ("": held by the swarm or sshd)
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,12 @@ class EstateSpec(Strict):
     @property
     def workers(self) -> list[Node]:
         return [n for n in self._nodes if n.role == "worker"]
+
+    @property
+    def engine_log_driver(self) -> str:
+        """The log driver a service gets when it names none: the engines' default. Hosts get `engine.log_driver`
+        in daemon.json; docker-in-docker nodes run dockerd without one, so its built-in json-file."""
+        return "json-file" if self.substrate == "docker" else self.engine.log_driver
 
     def l7_nodes(self) -> list[Node]:
         return [n for n in self._nodes if _has_labels(n.labels, self.l7.node_label)]
@@ -344,24 +358,54 @@ class EstateSpec(Strict):
                 out.append(Violation(("overlays", i, "name"), f"{o.name} is the public network (public_network)"))
         return out
 
-    def _check_ports(self) -> list[Violation]:
-        """Ports that share the L7 nodes' host network namespace must not collide; nor may the docker substrate's
-        publications on the outer engine's host (one range per L7 node)."""
-        taken: dict[int, str] = dict(SWARM_PORTS)
-        taken[self.swarm.data_path_port] = f"swarm data path ({self.swarm.data_path_port}/udp)"
-        taken[self.ssh.port] = f"sshd ({self.ssh.port}/tcp)"
-        out = []
-        claims: list[tuple[tuple[str | int, ...], int, str]] = [
-            (("l7", "http_port"), self.l7.http_port, "L7 HTTP"),
-            (("l7", "https_port"), self.l7.https_port, "L7 HTTPS"),
+    def host_ports(self) -> list[HostPort]:
+        """Every port the estate itself holds on the swarm nodes: the swarm's own, sshd's, and what the L7
+        publishes in host mode on its nodes (HTTP, HTTPS, stats, each TCP route). Stacks publish around them."""
+        swarm_only = ("swarm",)
+        out = [
+            HostPort(2377, "tcp", "swarm management (2377/tcp)", swarm_only),
+            HostPort(7946, "tcp", "swarm gossip (7946/tcp)", swarm_only),
+            HostPort(7946, "udp", "swarm gossip (7946/udp)", swarm_only),
+            HostPort(self.swarm.data_path_port, "udp", f"the swarm data path ({self.swarm.data_path_port}/udp)",
+                     ("swarm", "data_path_port")),
+        ]  # fmt: skip
+        if self.substrate != "docker":  # docker-in-docker nodes are reached with `docker exec`, not SSH
+            out.append(HostPort(self.ssh.port, "tcp", f"sshd ({self.ssh.port}/tcp)", ("ssh", "port")))
+        out += [
+            HostPort(self.l7.http_port, "tcp", "the L7 HTTP port", ("l7", "http_port"), l7="http"),
+            HostPort(self.l7.https_port, "tcp", "the L7 HTTPS port", ("l7", "https_port"), l7="https"),
         ]
         if self.l7.stats.enabled and self.l7.stats.publish:
-            claims.append((("l7", "stats", "port"), self.l7.stats.port, "L7 stats"))
-        for path, port, what in claims:
-            if port in taken:
-                out.append(Violation(path, f"{what} port {port} clashes with {taken[port]} on the L7 nodes"))
-            else:
-                taken[port] = what
+            out.append(HostPort(self.l7.stats.port, "tcp", "the L7 stats port", ("l7", "stats", "port"), l7="stats"))
+        for stack, service, i, route in self.tcp_routes():
+            path = ("stacks", stack, "services", service, "tcp", i, "published")
+            owner = f"the L7's TCP route to {stack}/{service}:{route.port}"
+            out.append(HostPort(route.published, "tcp", owner, path, l7=f"tcp{route.published}"))
+        return out
+
+    def tcp_routes(self) -> list[tuple[str, str, int, TcpRoute]]:
+        """(stack, service, index, route) of every TCP port the stack config routes through the L7."""
+        return [
+            (stack, service, i, route)
+            for stack, spec in self.stacks.items()
+            for service, routing in spec.services.items()
+            for i, route in enumerate(routing.tcp)
+        ]
+
+    def _check_ports(self) -> list[Violation]:
+        """The L7's host ports must not collide with each other or the swarm's; nor may the docker substrate's
+        publications on the outer engine's host (one range per L7 node)."""
+        out = []
+        held: dict[tuple[int, str], HostPort] = {}
+        for claim in self.host_ports():
+            key = (claim.port, claim.protocol)
+            if key in held and claim.l7:
+                first = held[key]
+                where = f" ({config_path(first.path)})" if first.l7 else ""
+                out.append(Violation(claim.path, f"{claim.owner} ({claim.port}/{claim.protocol}) clashes with "
+                                     f"{first.owner}{where} on the L7 nodes: one host port can be published "
+                                     "once"))  # fmt: skip
+            held.setdefault(key, claim)
         if self.substrate == "docker":
             out += self._check_published_ports()
         return out

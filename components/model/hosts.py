@@ -85,6 +85,27 @@ class SshAccess(Strict):
         return keys
 
 
+# The options Docker's own log drivers take (moby daemon/logger/<driver>/ ValidateLogOpt), and the two every
+# driver takes. A wrong one fails every task at start ("unknown log opt"): checked up front instead. Other
+# drivers (plugins, fluentd, gelf…) are passed through unchecked.
+_COMMON_LOG_OPTIONS = frozenset({"mode", "max-buffer-size"})
+_META = frozenset({"labels", "labels-regex", "env", "env-regex", "tag"})
+LOG_OPTIONS: dict[str, frozenset[str]] = {
+    "json-file": _META | {"max-size", "max-file", "compress"},
+    "local": frozenset({"max-size", "max-file", "compress"}),
+    "journald": _META,
+    "syslog": _META | {"syslog-address", "syslog-facility", "syslog-format", "syslog-tls-ca-cert",
+                       "syslog-tls-cert", "syslog-tls-key", "syslog-tls-skip-verify"},
+    "none": frozenset(),
+}  # fmt: skip
+
+
+def unknown_log_options(driver: str, options: dict[str, str]) -> list[str]:
+    """Options `driver` would refuse; none for a driver this table does not know."""
+    known = LOG_OPTIONS.get(driver)
+    return [] if known is None else sorted(set(options) - known - _COMMON_LOG_OPTIONS)
+
+
 class EngineSettings(Strict):
     install: Literal["distro", "preinstalled"] = Field(
         default="distro", description="install Docker from the distribution's packages, or expect it to be there"
@@ -94,6 +115,14 @@ class EngineSettings(Strict):
     live_restore: bool = Field(
         default=False, description="daemon.json live-restore (must stay false on swarm managers)"
     )
+
+    @model_validator(mode="after")
+    def _log_options(self) -> EngineSettings:
+        unknown = unknown_log_options(self.log_driver, self.log_opts)
+        if unknown:
+            raise ValueError(f"log_opts {', '.join(unknown)}: the {self.log_driver} log driver has no such option, "
+                             "and the engine would not start")  # fmt: skip
+        return self
 
     @field_validator("live_restore")
     @classmethod

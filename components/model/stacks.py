@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
@@ -12,8 +12,18 @@ from .proxy import RateLimit
 Sticky = Literal["none", "cookie", "src"]
 
 
+class TcpRoute(Strict):
+    """One port of a service served as plain TCP by the L7 (and the L4 pair when it is on): an SSH port of a git
+    server, a database for another site, an agent tunnel."""
+
+    identity: ClassVar[str] = "port"  # one frontend per service port
+
+    port: Port = Field(description="port the service listens on")
+    published: Port = Field(description="port the L7 publishes on every L7 node (and the L4 pair on its address)")
+
+
 class Routing(Strict):
-    """The seed's service ticket: public names, replicas, stickiness, health URI, HTTP port."""
+    """The seed's service ticket: public names, replicas, stickiness, health URI, HTTP port, TCP ports."""
 
     dns_names: list[DnsName] = Field(default_factory=list, description="public host names routed to the service")
     http_port: Port | None = Field(
@@ -31,6 +41,14 @@ class Routing(Strict):
     balance: Literal["leastconn", "roundrobin", "source"] = Field(default="leastconn", description="L7 balancing")
     rate_limit: RateLimit | None = Field(default=None, description="per-client request limit (default: the L7 default)")
     https_redirect: bool = Field(default=True, description="redirect plain HTTP to HTTPS")
+    tcp: list[TcpRoute] = Field(
+        default_factory=list, description="ports served as TCP through the L7 (mode tcp), one frontend each"
+    )
+
+    @property
+    def routed(self) -> bool:
+        """Served by the L7 (by name, or on a TCP port): the service goes dnsrr on the public network."""
+        return bool(self.dns_names or self.tcp)
 
 
 class StackVolume(Strict):

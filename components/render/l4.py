@@ -114,6 +114,26 @@ def render_haproxy(
     ]
     # One L7 process serves both ports: a node out of the HTTPS rotation is out of this one too.
     lines += [f"    server {b.name} {b.address}:{b.http_port} send-proxy track lb4_swarm_bk/{b.name}" for b in servers]
+    # Each TCP route: the same port on every L7 node, which takes the PROXY header like its HTTP ports.
+    for stack, service, _, route in spec.tcp_routes():
+        name = f"lb4_tcp{route.published}"
+        lines += [
+            "",
+            f"frontend {name}",
+            f"    bind {bind}:{route.published}",
+            "    mode tcp",
+            "    option tcplog",
+            f"    description L4 TCP route to {stack}/{service}:{route.port}",
+            f"    default_backend {name}_bk",
+            "",
+            f"backend {name}_bk",
+            "    mode tcp",
+            "    balance source",
+            "    hash-type consistent",
+        ]
+        lines += [
+            f"    server {b.name} {b.address}:{route.published} send-proxy track lb4_swarm_bk/{b.name}" for b in servers
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -134,7 +134,7 @@ class Plan:
         return [s for s in self.steps if s.name == name]
 
 
-PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "components", "stacks", "venv")
+PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "components", "stacks", "tools", "venv")
 
 
 def project_copy(where: Path, *, copy: bool = False) -> Path:

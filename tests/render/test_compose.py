@@ -208,7 +208,7 @@ def test_port_comes_from_compose_or_config_or_is_an_error(tmp_path: Path):
     stacks = import_stacks(load_estate(raw), project)
     web = stacks["app"].services["web"]
     assert (web.route_port, web.ports, web.endpoint_mode) == (80, (), "dnsrr")
-    assert any("service web: ports are not published" in w for w in stacks["app"].warnings)
+    assert "web: 8081:80/tcp is not published: the L7 serves it as web.dev.localhost" in stacks["app"].notes
 
 
 def test_stack_config_problems_name_config_paths_all_at_once(tmp_path: Path):
@@ -316,7 +316,8 @@ def test_stack_config_secret_wins_over_an_external_one(tmp_path: Path):
     project = _project(tmp_path, compose)
     assert _problems(_estate({}), project) == [
         "stacks/app/docker-compose.yml: service web: secrets: 'token' is external, but a service needs its Swarm id, "
-        "which only Pulumi-managed objects have: give its content instead"
+        "which only Pulumi-managed objects have: map it to a secret config key, "
+        "swarm-estate:estate.stacks.app.secrets.token: <key>, and `pulumi config set --secret <key>`"
     ]
     stack = import_stacks(load_estate(_estate({"secrets": {"token": "appToken"}})), project)["app"]
     assert (stack.secrets["token"].config_key, stack.secrets["token"].external) == ("appToken", False)

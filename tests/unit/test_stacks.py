@@ -75,9 +75,10 @@ def test_conductor_matches_the_seed(prod: SynthResult):
     (config,) = task["containerSpec"]["configs"]
     assert config["fileName"] == "/app/config/conductor-swarm-config.properties"
     assert config["configId"].startswith("conductor-config-swarm-config-") and config["configId"].endswith("-id")
-    # the UI reaches http://conductor-server:8080 through the alias on the stack's own network
+    # the UI reaches http://conductor-server:8080 through the alias, given (as by `docker stack deploy`) on every
+    # network the service joins, the shared one included
     nets = {n["id"]: n.get("aliases") for n in task["networksAdvanceds"]}
-    assert nets == {"conductor-net-conductor-network-id": ["conductor-server"], "public-id": None}
+    assert nets == {"conductor-net-conductor-network-id": ["conductor-server"], "public-id": ["conductor-server"]}
 
 
 def test_routed_services_are_dnsrr_on_the_public_network_without_ports(prod: SynthResult):
@@ -297,5 +298,5 @@ def test_an_undeclared_default_network_named_by_a_service_is_the_stacks_own(tmp_
     assert network["inputs"]["name"] == "app_default"
     found = services(result)
     assert found["app_b"]["inputs"]["taskSpec"]["networksAdvanceds"] == [
-        {"aliases": ["b", "bee"], "id": "app-net-default-id"}
+        {"aliases": ["bee", "b"], "id": "app-net-default-id"}
     ]
