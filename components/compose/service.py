@@ -182,20 +182,18 @@ def _environment(raw: dict[str, Any], base_dir: Path, variables: dict[str, str],
     for file in [files] if isinstance(files, str) else files:
         path = base_dir / str(file)
         try:
-            lines = path.read_text().splitlines()
+            lines = [line.removesuffix("\r") for line in path.read_text().split("\n")]
         except OSError as exc:
             problems.at("env_file").error(
                 f"cannot read {file} ({exc.strerror or exc}); paths are relative to the compose file"
             )
             continue
-        for number, line in enumerate(lines, 1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            key, sep, value = line.partition("=")
-            if key != key.strip() or not key or any(c.isspace() for c in key):
-                problems.at("env_file").error(f"{file}:{number}: variable {key!r} contains whitespace")
-                continue
-            env[key] = value if sep else None
+        for number, text in enumerate(lines, 1):
+            parsed = env_file_line(text, number == 1)
+            if isinstance(parsed, str):
+                problems.at("env_file").error(f"{file}:{number}: {parsed}")
+            elif parsed is not None:
+                env[parsed[0]] = parsed[1]
     value = raw.get("environment")
     if isinstance(value, list):
         for item in value:
@@ -207,6 +205,22 @@ def _environment(raw: dict[str, Any], base_dir: Path, variables: dict[str, str],
         problems.at("environment").error("must be a list of KEY=value or a mapping")
     resolved = {k: v if v is not None else variables.get(k) for k, v in env.items()}
     return {k: v for k, v in sorted(resolved.items()) if v is not None}
+
+
+def env_file_line(text: str, first: bool) -> tuple[str, str | None] | str | None:
+    """One env_file line as Docker reads it (docker/cli opts.ParseEnvFile): leading whitespace dropped, blank and
+    `#` lines skipped, `KEY=value` kept verbatim (no quote removal, no trailing trim, `#` later is part of the
+    value), a bare `KEY` taken from the environment (here: the stack's variables). None for a skipped line, a
+    message for a line Docker refuses."""
+    line = (text.removeprefix("\ufeff") if first else text).lstrip()
+    if not line or line.startswith("#"):
+        return None
+    key, sep, value = line.partition("=")
+    if not key:
+        return f"no variable name on line {line!r}"
+    if " " in key or "\t" in key:
+        return f"variable {key!r} contains whitespaces"
+    return key, value if sep else None
 
 
 def _networks(value: Any, problems: Problems) -> dict[str, tuple[str, ...]]:

@@ -222,8 +222,11 @@ def start_backends(names: list[str], first_host: int) -> list[Backend]:
 # --- HAProxy --------------------------------------------------------------------------------
 
 
-def estate(l7: dict[str, Any] | None = None, *, l4: bool = False, name: str = "t") -> EstateSpec:
-    """A small valid estate (docker substrate, 2 L7-labelled workers) with the given `l7` settings."""
+def estate(
+    l7: dict[str, Any] | None = None, *, l4: bool = False, name: str = "t", stacks: dict[str, Any] | None = None
+) -> EstateSpec:
+    """A small valid estate (docker substrate, 2 L7-labelled workers) with the given `l7` settings (and `stacks`
+    config, which the renderers read without the compose files)."""
     raw: dict[str, Any] = {
         "name": name,
         "domain": f"{name}.localhost",
@@ -239,6 +242,8 @@ def estate(l7: dict[str, Any] | None = None, *, l4: bool = False, name: str = "t
             "nodes": [{"name": "lb1", "address": "172.28.0.6"}, {"name": "lb2", "address": "172.28.0.7"}],
             "vrrp_auth_secret": "vrrpPassword",
         }
+    if stacks:
+        raw["stacks"] = stacks
     return load_estate(raw)
 
 
@@ -330,10 +335,12 @@ class Haproxy:
 
 
 @contextmanager
-def running_haproxy(text: str, directory: Path, stats_port: int | None, http_port: int) -> Iterator[Haproxy]:
+def running_haproxy(
+    text: str, directory: Path, stats_port: int | None, http_port: int, address: str = "127.0.0.1"
+) -> Iterator[Haproxy]:
     proxy = Haproxy(text, directory, stats_port)
     try:
-        wait_until(lambda: proxy.alive() and _listening(http_port), 15, "haproxy to listen", every=0.05)
+        wait_until(lambda: proxy.alive() and _listening(address, http_port), 15, "haproxy to listen", every=0.05)
         yield proxy
     except BaseException:
         print(proxy.log()[-4000:])
@@ -342,10 +349,10 @@ def running_haproxy(text: str, directory: Path, stats_port: int | None, http_por
         proxy.stop()
 
 
-def _listening(port: int) -> bool:
+def _listening(address: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((address, port)) == 0
 
 
 # --- the component under Pulumi's mock engine ----------------------------------------------

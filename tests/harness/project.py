@@ -13,6 +13,9 @@ from tools.synth import stack_config
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_CASES = ROOT / "tests" / "compose_cases"  # compose files, each with what `docker stack config` makes of it
+COMPOSE_FIDELITY = ROOT / "tests" / "compose_fidelity"  # stack files in public stacks' shapes, with routing lines
+FIDELITY_CASES = sorted(p.name for p in COMPOSE_FIDELITY.iterdir() if (p / "stack.yml").exists())
+FIDELITY_SECRETS = {"swarm-estate:grafanaAdminPassword": "fidelity-grafana-admin"}  # the fixtures' secret keys
 
 # Stand-ins for the secret config keys the example stacks name: known values, so tests can
 # prove they never leak into synth output. (A real stack file holds `secure:` ciphertext.)
@@ -41,3 +44,15 @@ def config_for(estate: dict[str, Any], secrets: dict[str, str] | None = None) ->
 
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
+
+
+def fidelity_estate(case: str, folder: str) -> dict[str, Any]:
+    """The dev estate with a fidelity fixture's stacks (and overlays) in place of its own; the fixture's folder is
+    reached as `folder` from the project the estate runs in."""
+    fixture = load_yaml(COMPOSE_FIDELITY / case / "stack.yml")
+    raw = estate_of("dev")
+    raw["stacks"] = {
+        name: {**body, "compose": f"{folder}/{body['compose']}"} for name, body in fixture["stacks"].items()
+    }
+    raw["overlays"] = [*(raw.get("overlays") or []), *(fixture.get("overlays") or [])]
+    return raw

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 from components.l7 import healthcheck_command
-from components.model import EstateSpec
+from components.model import EstateSpec, Route, Routing
 from components.render.l4 import L4Backend, render_haproxy
 from components.render.l7 import pickup_bound_ms, render_l7_config
 from tests.harness.l7 import (
@@ -379,3 +380,63 @@ def test_plain_http_through_a_real_l4_pair_honours_https_redirect(tmp_path: Path
         dns.close()
         web.close()
         plain.close()
+
+
+def _raw_get(address: str, port: int, source: str | None = None, proxy_header: str = "") -> bytes:
+    """An HTTP request over a plain TCP connection (the TCP route knows nothing of HTTP); the whole answer."""
+    with socket.create_connection((address, port), timeout=5, source_address=(source, 0) if source else None) as s:
+        s.sendall(proxy_header.encode() + b"GET /over-tcp HTTP/1.1\r\nHost: anything\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+def test_a_tcp_route_carries_a_services_port_through_the_l7_and_the_l4(tmp_path: Path, cert_dir: Path) -> None:
+    """`routing.tcp`: a port of a service served as plain TCP, found through Docker's DNS like the HTTP backends.
+    Straight to the L7 (L4 off), and client -> generated L4 -> generated L7 (PROXY protocol between them) -> the
+    service (L4 on); on a port nothing else serves, and with no Host header to route by."""
+    (git,) = start_backends(["git-ssh"], 100)
+    dns = TestDns()
+    try:
+        dns.set("t_git", [git.address])
+        for with_l4 in (False, True):
+            l7_http, l7_https, stats, l4_http, l4_https = free_ports(5)
+            (published,) = free_ports(hosts=["127.0.0.1", "127.0.0.2"])
+            routing = {"tcp": [{"port": git.port, "published": published}]}
+            spec = estate({"http_port": l7_http, "https_port": l7_https, "stats": {"port": stats},
+                           "self_signed": True, "check": CHECK}, l4=with_l4,
+                          stacks={"t": {"compose": "unused.yml", "services": {"git": routing}}})  # fmt: skip
+            routes = [Route("t", "git", (), None, 1, Routing.model_validate(routing))]
+            l7_text = loopback_config(render_l7_config(spec, routes), dns.port, cert_dir)
+            run = tmp_path / ("with-l4" if with_l4 else "l7-only")
+            (run / "l7").mkdir(parents=True)
+            with running_haproxy(l7_text, run / "l7", stats, l7_http) as l7_proxy:
+                wait_until(lambda: l7_proxy.up_servers("t_git.tcp" + str(git.port)), 15, "the TCP backend UP",
+                           every=0.05)  # fmt: skip
+                if not with_l4:
+                    answer = _raw_get("127.0.0.1", published)
+                    assert b"200 OK" in answer and b'"git-ssh"' in answer, answer[:300]
+                    assert git.requests[-1]["path"] == "/over-tcp"
+                    continue
+                # the L7 takes this port only with a PROXY header, from the L4
+                assert b"200 OK" not in _try_raw_get("127.0.0.1", published)
+                l4_text = render_haproxy(spec, [L4Backend("l7-node", "127.0.0.1", l7_https, l7_http)],
+                                         bind="127.0.0.2", http_port=l4_http, https_port=l4_https,
+                                         runtime_dir=str(run))  # fmt: skip
+                (run / "l4").mkdir()
+                with running_haproxy(l4_text, run / "l4", None, l4_http, address="127.0.0.2"):
+                    wait_until(lambda p=published: b"200 OK" in _try_raw_get("127.0.0.2", p), 15 * LOADED,
+                               "the service answering through the L4's TCP port", every=0.1)  # fmt: skip
+                    answer = _raw_get("127.0.0.2", published, source="127.0.0.77")
+                    assert b'"git-ssh"' in answer, answer[:300]
+    finally:
+        dns.close()
+        git.close()
+
+
+def _try_raw_get(address: str, port: int) -> bytes:
+    try:
+        return _raw_get(address, port)
+    except OSError:
+        return b""

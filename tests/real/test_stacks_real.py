@@ -26,7 +26,17 @@ from components.platform_stacks import platform_stacks
 from components.render.compose import config_names, render_compose
 from components.units import parse_duration
 from tests.harness import Engine
-from tests.harness.project import COMPOSE_CASES, ROOT, estate_of
+from tests.harness.project import (
+    COMPOSE_CASES,
+    COMPOSE_FIDELITY,
+    FIDELITY_CASES,
+    FIDELITY_SECRETS,
+    ROOT,
+    TEST_SECRETS,
+    estate_of,
+    fidelity_estate,
+    load_yaml,
+)
 from tests.harness.specs import synth_stacks
 from tests.harness.wait import wait_until
 from tools.images import busybox_image
@@ -88,13 +98,8 @@ def from_swarm(spec: dict[str, Any], network_names: dict[str, str], external: se
     hc = cs.get("Healthcheck")
     nets = []
     for n in task.get("Networks") or []:
-        name = network_names[n["Target"]]
-        aliases = n.get("Aliases") or []
-        if name in external:
-            # Deliberate difference: the AppStack puts no short alias on shared overlays, where
-            # `web` would resolve to every stack's `web` (docker stack deploy does add it).
-            aliases = [a for a in aliases if a != spec["Name"].split("_", 1)[1]]
-        nets.append((name, sorted(aliases)))
+        # aliases as docker stack deploy gives them: the file's and the compose service name, on every network
+        nets.append((network_names[n["Target"]], sorted(n.get("Aliases") or [])))
     return {
         "name": spec["Name"],
         "labels": spec.get("Labels") or {},
@@ -328,10 +333,10 @@ def network_names_of(engine: Engine) -> dict[str, str]:
     return dict(row.split(" ", 1) for row in rows if row)
 
 
-def compare(engine: Engine, raw: dict[str, Any], project: Path) -> int:
+def compare(engine: Engine, raw: dict[str, Any], project: Path, secrets: dict[str, str] | None = None) -> int:
     spec = load_estate(raw)
     stacks = {**import_stacks(spec, project), **platform_stacks(spec)}
-    synth = synth_stacks(raw, project)
+    synth = synth_stacks(raw, project, secrets)
     mock_networks = {f"{r['name']}-id": r["inputs"]["name"] for r in synth.resources if r["type"].endswith("Network")}
     ours = {r["inputs"]["name"]: r["inputs"] for r in synth.resources if r["type"] == "docker:index/service:Service"}
     external = {spec.public_network.name, *(o.name for o in spec.overlays)}
@@ -364,6 +369,21 @@ def test_every_compose_feature_matches_docker_stack_deploy(engine: Engine):
         },
     }
     assert compare(engine, raw, COMPOSE_CASES) == 4
+
+
+@pytest.mark.parametrize("case", FIDELITY_CASES)
+def test_the_fidelity_fixtures_match_docker_stack_deploy(engine: Engine, case: str):
+    """The stack files of tests/compose_fidelity/ (routing applied), deployed for real by `docker stack deploy`,
+    give the services the AppStack registers, aliases on shared overlays included."""
+    fixture = load_yaml(COMPOSE_FIDELITY / case / "stack.yml")
+    raw = fidelity_estate(case, case)
+    existing = set(network_names_of(engine).values())
+    for overlay in fixture.get("overlays") or []:
+        if overlay["name"] not in existing:
+            engine.run("network", "create", "-d", "overlay", "--attachable", overlay["name"])
+    assert compare(engine, raw, COMPOSE_FIDELITY, {**TEST_SECRETS, **FIDELITY_SECRETS}) == sum(
+        len(load_yaml(COMPOSE_FIDELITY / case / body["compose"])["services"]) for body in fixture["stacks"].values()
+    )
 
 
 def test_demo_serves_health_to_l7_by_its_swarm_name(engine: Engine):

@@ -331,3 +331,189 @@ def test_a_private_network_may_not_take_a_shared_overlays_name(tmp_path: Path):
         "stacks/app/docker-compose.yml: networks.haproxy-public: haproxy-public is one of the estate's shared "
         "overlays: declare it external: true"
     ]
+
+
+# --- the estate around the stacks: log drivers, ports, one pass, names ---------------------------
+
+
+def _stacks_project(tmp_path: Path, files: dict[str, str]) -> Path:
+    for stack, compose in files.items():
+        (tmp_path / "stacks" / stack).mkdir(parents=True)
+        (tmp_path / "stacks" / stack / "docker-compose.yml").write_text(compose)
+    return tmp_path
+
+
+def _prepare_problems(raw: dict[str, Any], project: Path) -> list[str]:
+    with pytest.raises(EstateConfigError) as info:
+        prepare(raw, project, "dev")
+    return info.value.problems
+
+
+LOG_ANCHOR = (
+    "x-logging: &logging\n  logging:\n    options: {max-size: 10m, max-file: '3'}\n"
+    "services:\n  web:\n    <<: *logging\n    image: nginx\n"
+)
+
+
+def test_logging_without_a_driver_takes_the_engines_and_says_so(tmp_path: Path):
+    project = _project(tmp_path, LOG_ANCHOR)
+    stack = prepare(_estate({}), project, "dev").stacks["app"]  # dev: docker-in-docker nodes, dockerd's json-file
+    logging = stack.services["web"].logging
+    assert logging is not None
+    assert (logging.driver, logging.options) == ("json-file", {"max-size": "10m", "max-file": "3"})
+    assert "web: logging names no driver: the engines' default, json-file, as Docker would use" in stack.notes
+
+
+def test_log_options_the_engines_driver_refuses_are_an_error_before_any_task_fails(tmp_path: Path):
+    """The prod engines log to journald, which has no max-size: Docker would fail every task at start."""
+    project = _project(tmp_path, LOG_ANCHOR)
+    raw = estate_of("prod")
+    raw["stacks"] = {"app": {"compose": "stacks/app/docker-compose.yml"}}
+    assert _prepare_problems(raw, project) == [
+        "stacks/app/docker-compose.yml: service web: logging.options: max-file, max-size: the journald log driver "
+        "(no driver is named, so the engines' default: swarm-estate:estate.engine.log_driver) has no such option, "
+        "and every task would fail to start; name the driver the options are for (e.g. driver: json-file)"
+    ]
+    raw["engine"] = {"log_driver": "local"}
+    assert prepare(raw, project, "prod").stacks["app"].services["web"].logging.driver == "local"  # type: ignore[union-attr]
+
+
+def test_engine_log_options_are_checked_against_the_engines_driver():
+    raw = estate_of("prod")
+    raw["engine"] = {"log_driver": "journald", "log_opts": {"max-size": "10m"}}
+    with pytest.raises(EstateConfigError) as info:
+        load_estate(raw)
+    assert any(p.startswith("swarm-estate:estate.engine: ") and "max-size: the journald log driver has no such"
+               in p for p in info.value.problems), info.value.problems  # fmt: skip
+
+
+def test_one_run_reports_every_files_problems_and_the_estate_checks_of_all(tmp_path: Path):
+    project = _stacks_project(tmp_path, {
+        "broken": "services:\n  web:\n    image: nginx\n    tty: true\n    ports: ['8080:80']\n",
+        "other": "services:\n  api:\n    image: api\n    networks: [elsewhere]\n    ports: ['8080:80']\n"
+                 "networks:\n  elsewhere: {external: true}\n",
+    })  # fmt: skip
+    raw = estate_of("dev")
+    raw["stacks"] = {s: {"compose": f"stacks/{s}/docker-compose.yml"} for s in ("broken", "other")}
+    problems = _prepare_problems(raw, project)
+    assert any(p.startswith("stacks/broken/docker-compose.yml: service web: tty: Swarm supports it") for p in problems)
+    assert any(p.startswith("stacks/other/docker-compose.yml: networks.elsewhere: external network 'elsewhere'")
+               for p in problems)  # fmt: skip
+    # the port check ran over both files, the broken one included, and names both owners
+    assert (
+        "stacks/other/docker-compose.yml: service api: ports: 8080/tcp (ingress mode) is also published by "
+        "stacks/broken/docker-compose.yml: service web as 8080/tcp (ingress mode): a port in ingress mode is taken "
+        "on every node, so Swarm refuses the second"
+    ) in problems
+    assert len(problems) == 3, problems
+
+
+def test_a_port_the_l7_or_the_swarm_holds_is_refused_naming_both(tmp_path: Path):
+    project = _stacks_project(tmp_path, {
+        "app": "services:\n  web:\n    image: nginx\n    ports: ['80:8080', '2377:2377']\n"
+               "  agent:\n    image: agent\n    ports: [{target: 9001, published: 8443, mode: host}]\n",
+    })  # fmt: skip
+    raw = estate_of("dev")
+    raw["stacks"] = {"app": {"compose": "stacks/app/docker-compose.yml"}}
+    raw["l7"] = {**raw.get("l7", {}), "https_port": 8443}
+    assert _prepare_problems(raw, project) == [
+        "stacks/app/docker-compose.yml: service web: ports: 80/tcp (ingress mode) clashes with the L7 HTTP port "
+        "(swarm-estate:estate.l7.http_port), which the L7 publishes in host mode on its nodes: ingress mode "
+        "publishes it on every node, the L7 nodes included; publish another port, or route the service through "
+        "the L7",
+        "stacks/app/docker-compose.yml: service web: ports: 2377/tcp (ingress mode) is swarm management (2377/tcp), "
+        "which every node needs for the swarm itself; publish another port",
+        "stacks/app/docker-compose.yml: service agent: ports: 8443/tcp (host mode) clashes with the L7 HTTPS port "
+        "(swarm-estate:estate.l7.https_port), which the L7 publishes in host mode on its nodes: host mode would "
+        "take it on any L7 node a task lands on; publish another port, or route the service through the L7",
+    ]
+
+
+def test_two_stacks_in_host_mode_on_one_port_are_a_warning(tmp_path: Path):
+    host = "services:\n  agent:\n    image: agent\n    ports: [{target: 9100, published: 9100, mode: host}]\n"
+    project = _stacks_project(tmp_path, {"a": host, "b": host})
+    raw = estate_of("dev")
+    raw["stacks"] = {s: {"compose": f"stacks/{s}/docker-compose.yml"} for s in ("a", "b")}
+    warnings = prepare(raw, project, "dev").warnings
+    assert any(w.startswith("stacks/b/docker-compose.yml: service agent: ports: 9100/tcp (host mode) is also "
+                            "published by stacks/a/docker-compose.yml: service agent as 9100/tcp (host mode): both "
+                            "in host mode") for w in warnings), warnings  # fmt: skip
+
+
+GIT = (
+    "services:\n  git:\n    image: gitea\n"
+    "    ports: ['3000:3000', '2222:22', '6060:6060', {target: 9000, published: 9000, mode: host}]\n"
+)
+
+
+def test_a_routed_services_other_ports_stay_published_in_host_mode_or_go_through_the_l7(tmp_path: Path):
+    project = _project(tmp_path, GIT)
+    routing = {"dns_names": ["git.dev.localhost"], "http_port": 3000, "tcp": [{"port": 22, "published": 2222}]}
+    prepared = prepare(_estate({"services": {"git": routing}}), project, "dev")
+    git = prepared.stacks["app"].services["git"]
+    assert [(p.target, p.published, p.mode) for p in git.ports] == [(6060, 6060, "host"), (9000, 9000, "host")]
+    (route,) = prepared.routes
+    assert [(t.port, t.published) for t in route.routing.tcp] == [(22, 2222)]
+    # the one that changed mode is a warning saying what host mode means; the host-mode one stays silently
+    (warning,) = [w for w in prepared.warnings if "stays published" in w]
+    assert warning.startswith("stacks/app/docker-compose.yml: service git: ports: 6060:6060/tcp stays published, "
+                              "in host mode: a service behind the L7 is dnsrr")  # fmt: skip
+    assert "swarm-estate:estate.stacks.app.services.git.tcp" in warning
+
+
+def test_a_tcp_route_may_not_take_a_port_the_l7_or_another_route_holds():
+    raw = estate_of("dev")
+    raw["stacks"] = {
+        "a": {"compose": "x.yml", "services": {"git": {"tcp": [{"port": 22, "published": 2222}]}}},
+        "b": {"compose": "y.yml", "services": {"db": {"tcp": [{"port": 5432, "published": 2222},
+                                                              {"port": 5433, "published": 80}]}}},
+    }  # fmt: skip
+    with pytest.raises(EstateConfigError) as info:
+        load_estate(raw)
+    assert info.value.problems == [
+        "swarm-estate:estate.stacks.b.services.db.tcp[0].published: the L7's TCP route to b/db:5432 (2222/tcp) "
+        "clashes with the L7's TCP route to a/git:22 (swarm-estate:estate.stacks.a.services.git.tcp[0].published) "
+        "on the L7 nodes: one host port can be published once",
+        "swarm-estate:estate.stacks.b.services.db.tcp[1].published: the L7's TCP route to b/db:5433 (80/tcp) "
+        "clashes with the L7 HTTP port (swarm-estate:estate.l7.http_port) on the L7 nodes: one host port can be "
+        "published once",
+    ]
+
+
+def test_a_stack_port_clashing_with_a_tcp_route_is_refused(tmp_path: Path):
+    project = _stacks_project(tmp_path, {"app": "services:\n  ssh:\n    image: sshd\n    ports: ['2222:22']\n",
+                                         "git": GIT})  # fmt: skip
+    raw = estate_of("dev")
+    raw["stacks"] = {
+        "app": {"compose": "stacks/app/docker-compose.yml"},
+        "git": {"compose": "stacks/git/docker-compose.yml", "services": {"git": {
+            "dns_names": ["git.dev.localhost"], "http_port": 3000, "tcp": [{"port": 22, "published": 2222}]}}},
+    }  # fmt: skip
+    (problem,) = _prepare_problems(raw, project)
+    assert problem.startswith("stacks/app/docker-compose.yml: service ssh: ports: 2222/tcp (ingress mode) clashes "
+                              "with the L7's TCP route to git/git:22 "
+                              "(swarm-estate:estate.stacks.git.services.git.tcp[0].published)")  # fmt: skip
+
+
+def test_names_of_configs_and_secrets_from_the_file_are_not_kept_and_that_is_explained(tmp_path: Path):
+    compose = (
+        "services:\n  web:\n    image: nginx\n    configs: [site]\n    secrets: [key]\n"
+        "configs:\n  site: {name: site-v1, file: ./site.conf}\nsecrets:\n  key: {name: tls-key, file: ./k}\n"
+    )
+    project = _project(tmp_path, compose, {"site.conf": "x\n", "k": "y\n"})
+    warnings = prepare(_estate({}), project, "dev").warnings
+    assert any(w.startswith("stacks/app/docker-compose.yml: configs.site.name: 'site-v1' is not kept: swarm-estate "
+                            "names it app_site-<content hash>") for w in warnings), warnings  # fmt: skip
+    assert any(w.startswith("stacks/app/docker-compose.yml: secrets.key.name: 'tls-key' is not kept: swarm-estate "
+                            "names it app_key-<suffix>") for w in warnings), warnings  # fmt: skip
+
+
+@pytest.mark.parametrize("line", ["=value", "MY KEY=value"])
+def test_env_file_lines_docker_refuses_are_refused_with_file_and_line(tmp_path: Path, line: str):
+    (tmp_path / "docker-compose.yml").write_text("services:\n  web:\n    image: nginx\n    env_file: a.env\n")
+    (tmp_path / "a.env").write_text(f"OK=1\n{line}\n")
+    rc, _, _ = docker_stack_config(tmp_path / "docker-compose.yml", {})
+    assert rc != 0  # the reference refuses it too
+    _, problems = parse_compose((tmp_path / "docker-compose.yml").read_text(), "c.yml", tmp_path, {})
+    (problem,) = problems
+    assert problem.startswith("c.yml: service web: env_file: a.env:2: ")

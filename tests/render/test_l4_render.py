@@ -49,6 +49,21 @@ def test_haproxy_accepts_the_generated_l4_config(kwargs: dict, tmp_path: Path) -
     assert _haproxy_check(text, tmp_path) is None, _haproxy_check(text, tmp_path)
 
 
+def test_each_tcp_route_gets_a_frontend_to_the_same_port_on_every_l7_node(tmp_path: Path) -> None:
+    raw = estate_of("prod")
+    stack = next(iter(raw["stacks"]))
+    raw["stacks"][stack].setdefault("services", {})["ssh"] = {"tcp": [{"port": 22, "published": 2222},
+                                                                      {"port": 9418, "published": 9418}]}  # fmt: skip
+    spec = load_estate(raw)
+    text = render_haproxy(spec)
+    assert _haproxy_check(text, tmp_path) is None, _haproxy_check(text, tmp_path)
+    for published in (2222, 9418):
+        assert f"frontend lb4_tcp{published}\n    bind *:{published}\n    mode tcp\n" in text
+        servers = re.findall(rf"^    server (\S+) (\S+):{published} send-proxy track lb4_swarm_bk/(\S+)$", text, re.M)
+        assert [(name, address) for name, address, _ in servers] == [(n.name, str(n.address)) for n in spec.l7_nodes()]
+        assert all(name == tracked for name, _, tracked in servers)
+
+
 @pytest.mark.parametrize("password", ["s3cretPw", "8charsPW"])
 def test_keepalived_accepts_both_nodes_configs(password: str, tmp_path: Path) -> None:
     spec = prod_spec()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from components.model import EstateSpec, Route, format_violation, load_estate
+from components.model import EstateSpec, Route, Routing, format_violation, load_estate
 from components.model.routes import template_slots
 from components.render.l7 import (
     CERT_DIR,
@@ -115,6 +115,15 @@ VARIANTS: dict[str, tuple[EstateSpec, list[Route]]] = {
     "slow-dns-hold": (
         estate({**SELF_SIGNED, "dns_hold_valid": "1m"}),
         [route("a", "b", ["a.t.localhost"], 80, 60, check_uri="/")],
+    ),
+    "http-and-tcp": (
+        estate(SELF_SIGNED),
+        [route("git", "git", ["git.t.localhost"], 3000, 2, check_uri="/", tcp=[{"port": 22, "published": 2222}])],
+    ),
+    "tcp-only-sticky-l4": (
+        estate(SELF_SIGNED, l4=True),
+        [Route("db", "pg", (), None, 3, Routing(tcp=[{"port": 5432, "published": 5432},  # type: ignore[list-item]
+                                                     {"port": 5433, "published": 5433}], sticky="src"))],  # fmt: skip
     ),
 }
 
@@ -313,6 +322,16 @@ def test_prod_config_is_hashed_and_identical_to_the_published_file(prod: SynthRe
         "configId": f"{config['name']}-id", "configName": config["inputs"]["name"], "fileName": CONFIG_PATH,
     }
     assert prod.outputs == {"config_name": config["inputs"]["name"], "service_name": "l7_haproxy"}
+
+
+def test_each_tcp_route_is_published_in_host_mode_on_the_l7_nodes() -> None:
+    routing = {"tcp": [{"port": 22, "published": 2222}]}
+    spec = estate(SELF_SIGNED, stacks={"git": {"compose": "unused.yml", "services": {"git": routing}}})
+    result = synth_l7(spec, [Route("git", "git", (), None, 1, Routing.model_validate(routing))], {})
+    ports = {p["name"]: p for p in one(result, SERVICE)["inputs"]["endpointSpec"]["ports"]}
+    assert sorted(ports) == ["http", "https", "tcp2222"]
+    assert ports["tcp2222"] == {"name": "tcp2222", "targetPort": 2222, "publishedPort": 2222, "protocol": "tcp",
+                                "publishMode": "host"}  # fmt: skip
 
 
 def test_prod_service_placement_ports_and_rollout(prod: SynthResult) -> None:
