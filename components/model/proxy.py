@@ -115,6 +115,12 @@ class L4Spec(Strict):
     disk_gib: PositiveInt = Field(default=10, description="root disk per L4 VM in GiB")
     balance: Literal["source"] = Field(default="source", description="L4 keeps a client on one L7 node")
 
+    def sources(self) -> list[str]:
+        """The addresses the L4 pair connects to the L7 from: its nodes' (and the virtual IP, should the kernel
+        pick it as a source). The L7 takes a PROXY header from these and no one else."""
+        found = {str(n.address) for n in self.nodes} | ({str(self.virtual_ip)} if self.virtual_ip else set())
+        return sorted(found, key=lambda a: tuple(int(x) for x in a.split(".")))
+
     @model_validator(mode="after")
     def _pair(self) -> L4Spec:
         if not self.enabled:

@@ -222,24 +222,37 @@ def start_backends(names: list[str], first_host: int) -> list[Backend]:
 # --- HAProxy --------------------------------------------------------------------------------
 
 
+# A node network on loopback: the L4 nodes' addresses (.5 virtual, .6 and .7) are ones a test can send from.
+LOOPBACK_NODES = "127.0.0.0/24"
+L4_NODE = "127.0.0.6"  # on LOOPBACK_NODES: the first L4 node
+NOT_L4 = "127.0.0.99"  # on loopback, and none of the L4's
+
+
 def estate(
-    l7: dict[str, Any] | None = None, *, l4: bool = False, name: str = "t", stacks: dict[str, Any] | None = None
+    l7: dict[str, Any] | None = None,
+    *,
+    l4: bool = False,
+    name: str = "t",
+    stacks: dict[str, Any] | None = None,
+    subnet: str = "172.28.0.0/24",
 ) -> EstateSpec:
     """A small valid estate (docker substrate, 2 L7-labelled workers) with the given `l7` settings (and `stacks`
-    config, which the renderers read without the compose files)."""
+    config, which the renderers read without the compose files); the L4 pair, when on, is .5 (virtual), .6 and .7
+    of `subnet`."""
+    net = subnet.rsplit(".", 1)[0]
     raw: dict[str, Any] = {
         "name": name,
         "domain": f"{name}.localhost",
         "substrate": "docker",
-        "node_network": {"name": "test", "subnet": "172.28.0.0/24"},
+        "node_network": {"name": "test", "subnet": subnet},
         "swarm": {"managers": 1, "workers": {"count": 2, "labels": ["l7=true"]}},
         "l7": {"replicas": 2, **(l7 or {})},
     }
     if l4:
         raw["l4"] = {
             "enabled": True,
-            "virtual_ip": "172.28.0.5",
-            "nodes": [{"name": "lb1", "address": "172.28.0.6"}, {"name": "lb2", "address": "172.28.0.7"}],
+            "virtual_ip": f"{net}.5",
+            "nodes": [{"name": "lb1", "address": f"{net}.6"}, {"name": "lb2", "address": f"{net}.7"}],
             "vrrp_auth_secret": "vrrpPassword",
         }
     if stacks:
@@ -425,9 +438,18 @@ def request(
         conn.close()
 
 
-def proxied_request(port: int, host: str, client: str, *, tls: bool = False) -> Reply:
-    """A request preceded by a PROXY protocol v1 header, as the L4 pair sends it."""
-    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+def sent_from_l4_node(l4_text: str) -> str:
+    """A generated L4 config as a loopback test runs it: its connections to the L7 leave from the first L4 node's
+    address (a real L4 node has no other), not from 127.0.0.1, which the kernel would pick on loopback."""
+    text, count = re.subn(r"^defaults\n", f"defaults\n    source {L4_NODE}\n", l4_text, flags=re.M)
+    assert count == 1
+    return text
+
+
+def proxied_request(port: int, host: str, client: str, *, tls: bool = False, source: str = L4_NODE) -> Reply:
+    """A request preceded by a PROXY protocol v1 header claiming `client`, sent from `source` (by default an L4
+    node, as the L4 pair sends it)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
     raw.sendall(f"PROXY TCP4 {client} 127.0.0.1 40000 {port}\r\n".encode())
     sock: socket.socket = raw
     if tls:

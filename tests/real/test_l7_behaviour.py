@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,9 @@ from components.model import EstateSpec, Route, Routing
 from components.render.l4 import L4Backend, render_haproxy
 from components.render.l7 import pickup_bound_ms, render_l7_config
 from tests.harness.l7 import (
+    L4_NODE,
+    LOOPBACK_NODES,
+    NOT_L4,
     Backend,
     Haproxy,
     TestDns,
@@ -36,6 +39,7 @@ from tests.harness.l7 import (
     route,
     running_haproxy,
     self_signed_pem,
+    sent_from_l4_node,
     start_backends,
 )
 from tests.harness.ports import free_ports
@@ -310,6 +314,7 @@ def test_proxy_protocol_is_accepted_when_an_l4_pair_is_in_front(tmp_path: Path, 
             "check": CHECK,
         },
         l4=True,
+        subnet=LOOPBACK_NODES,
     )
     dns = TestDns()
     (backend,) = start_backends(["l4-a"], 80)
@@ -325,7 +330,55 @@ def test_proxy_protocol_is_accepted_when_an_l4_pair_is_in_front(tmp_path: Path, 
             assert proxied_request(plain_port, host("web"), "198.51.100.8").status == 301
             # without the PROXY header the connection is refused: only the L4 pair may talk to L7
             with pytest.raises((http.client.HTTPException, OSError)):
-                request(plain_port, host("web"))
+                request(plain_port, host("web"), source=L4_NODE)
+    finally:
+        dns.close()
+        backend.close()
+
+
+def _refused(attempt: Callable[[], Any]) -> bool:
+    try:
+        attempt()
+    except (http.client.HTTPException, OSError, ValueError):
+        return True
+    return False
+
+
+def test_only_the_l4_pair_can_claim_a_client_address(tmp_path: Path, cert_dir: Path) -> None:
+    """A host that reaches an L7 node directly cannot forge a client address with its own PROXY header: the L7
+    closes the connection before it reads a header, so stickiness, rate limits and the apps' logs see only the
+    addresses the L4 pair vouches for. From an L4 node a client address is taken and logged."""
+    plain_port, tls_port, stats = free_ports(3)
+    spec = estate({"http_port": plain_port, "https_port": tls_port, "stats": {"port": stats}, "self_signed": True,
+                   "check": CHECK}, l4=True, subnet=LOOPBACK_NODES)  # fmt: skip
+    dns = TestDns()
+    (backend,) = start_backends(["guarded"], 85)
+    limit = {"requests": RATE, "period": "1m"}
+    try:
+        dns.set("t_web", [backend.address])
+        routes = [route("t", "web", [host("web")], backend.port, 1, check_uri="/health", rate_limit=limit)]
+        text = loopback_config(render_l7_config(spec, routes), dns.port, cert_dir)
+        with running_haproxy(text, tmp_path, stats, plain_port) as proxy:
+            wait_until(lambda: proxy.up_servers("t_web"), 15, "t_web UP", every=0.05)
+            # from an L4 node: the claimed client is served, forwarded and logged
+            assert served_by(proxied_request(tls_port, host("web"), "203.0.113.9", tls=True)) == "guarded"
+            assert backend.requests[-1]["headers"]["x-forwarded-for"] == "203.0.113.9"
+            wait_until(lambda: "203.0.113.9:" in proxy.log(), 5 * LOADED, "the claimed client in the L7 log",
+                       every=0.05)  # fmt: skip
+            seen = len(backend.requests)
+            # from anywhere else: a forged header (rotated to dodge the rate limit), TLS or plain, never gets through
+            for i in range(3 * RATE):
+                forged = f"198.51.100.{i + 1}"
+                port, tls = (tls_port, True) if i % 2 else (plain_port, False)
+                assert _refused(lambda f=forged, p=port, t=tls: proxied_request(p, host("web"), f, tls=t,
+                                                                                source=NOT_L4)), forged  # fmt: skip
+            assert _refused(lambda: request(plain_port, host("web"), source=NOT_L4))
+            assert len(backend.requests) == seen
+            assert "198.51.100." not in proxy.log()
+            # the L4's own clients are still limited per claimed address
+            statuses = [proxied_request(tls_port, host("web"), "203.0.113.50", tls=True).status
+                        for _ in range(RATE + 1)]  # fmt: skip
+            assert statuses[:RATE] == [200] * RATE and statuses[RATE] == 429
     finally:
         dns.close()
         backend.close()
@@ -338,6 +391,7 @@ def test_plain_http_through_a_real_l4_pair_honours_https_redirect(tmp_path: Path
     spec = estate(
         {"http_port": l7_http, "https_port": l7_https, "stats": {"port": stats}, "self_signed": True, "check": CHECK},
         l4=True,
+        subnet=LOOPBACK_NODES,
     )
     dns = TestDns()
     (web,) = start_backends(["chain-web"], 90)
@@ -350,14 +404,14 @@ def test_plain_http_through_a_real_l4_pair_honours_https_redirect(tmp_path: Path
             route("t", "plain", [host("plain")], plain.port, 1, check_uri="/health", https_redirect=False),
         ]
         l7_text = loopback_config(render_l7_config(spec, routes), dns.port, cert_dir)
-        l4_text = render_haproxy(
+        l4_text = sent_from_l4_node(render_haproxy(
             spec,
             [L4Backend("l7-node", "127.0.0.1", l7_https, l7_http)],
             bind="127.0.0.1",
             http_port=l4_http,
             https_port=l4_https,
             runtime_dir=str(tmp_path),
-        )
+        ))  # fmt: skip
         (tmp_path / "l7").mkdir()
         (tmp_path / "l4").mkdir()
         with running_haproxy(l7_text, tmp_path / "l7", stats, l7_http) as l7_proxy, \
@@ -405,7 +459,7 @@ def test_a_tcp_route_carries_a_services_port_through_the_l7_and_the_l4(tmp_path:
             (published,) = free_ports(hosts=["127.0.0.1", "127.0.0.2"])
             routing = {"tcp": [{"port": git.port, "published": published}]}
             spec = estate({"http_port": l7_http, "https_port": l7_https, "stats": {"port": stats},
-                           "self_signed": True, "check": CHECK}, l4=with_l4,
+                           "self_signed": True, "check": CHECK}, l4=with_l4, subnet=LOOPBACK_NODES,
                           stacks={"t": {"compose": "unused.yml", "services": {"git": routing}}})  # fmt: skip
             routes = [Route("t", "git", (), None, 1, Routing.model_validate(routing))]
             l7_text = loopback_config(render_l7_config(spec, routes), dns.port, cert_dir)
@@ -419,11 +473,13 @@ def test_a_tcp_route_carries_a_services_port_through_the_l7_and_the_l4(tmp_path:
                     assert b"200 OK" in answer and b'"git-ssh"' in answer, answer[:300]
                     assert git.requests[-1]["path"] == "/over-tcp"
                     continue
-                # the L7 takes this port only with a PROXY header, from the L4
-                assert b"200 OK" not in _try_raw_get("127.0.0.1", published)
-                l4_text = render_haproxy(spec, [L4Backend("l7-node", "127.0.0.1", l7_https, l7_http)],
-                                         bind="127.0.0.2", http_port=l4_http, https_port=l4_https,
-                                         runtime_dir=str(run))  # fmt: skip
+                # the L7 takes this port only from the L4, with its PROXY header
+                assert b"200 OK" not in _try_raw_get("127.0.0.1", published, source=L4_NODE)
+                assert b"200 OK" not in _try_raw_get("127.0.0.1", published, source=NOT_L4,
+                                                     proxy_header="PROXY TCP4 198.51.100.1 127.0.0.1 1 2\r\n")
+                l4_text = sent_from_l4_node(render_haproxy(
+                    spec, [L4Backend("l7-node", "127.0.0.1", l7_https, l7_http)], bind="127.0.0.2",
+                    http_port=l4_http, https_port=l4_https, runtime_dir=str(run)))  # fmt: skip
                 (run / "l4").mkdir()
                 with running_haproxy(l4_text, run / "l4", None, l4_http, address="127.0.0.2"):
                     wait_until(lambda p=published: b"200 OK" in _try_raw_get("127.0.0.2", p), 15 * LOADED,
@@ -435,8 +491,8 @@ def test_a_tcp_route_carries_a_services_port_through_the_l7_and_the_l4(tmp_path:
         git.close()
 
 
-def _try_raw_get(address: str, port: int) -> bytes:
+def _try_raw_get(address: str, port: int, source: str | None = None, proxy_header: str = "") -> bytes:
     try:
-        return _raw_get(address, port)
+        return _raw_get(address, port, source, proxy_header)
     except OSError:
         return b""

@@ -186,13 +186,23 @@ def test_seed_shape_of_a_backend() -> None:
 
 
 @pytest.mark.parametrize("l4", [False, True])
-def test_accept_proxy_exactly_when_an_l4_pair_is_in_front(l4: bool) -> None:
-    text = render_l7_config(estate(SELF_SIGNED, l4=l4), [route("a", "b", ["a.t.localhost"], 80)])
-    binds = [line for line in text.splitlines() if line.startswith("    bind ")]
-    public = [b for b in binds if not b.endswith(":8404")]
-    assert len(public) == 2
-    assert all(b.endswith(" accept-proxy") == l4 for b in public)
-    assert not any("accept-proxy" in b for b in binds if b not in public)
+def test_a_proxy_header_is_taken_only_from_the_l4_and_only_when_it_is_in_front(l4: bool) -> None:
+    spec = estate(SELF_SIGNED, l4=l4, stacks={"a": {"compose": "x", "services": {"b": {"tcp": [
+        {"port": 22, "published": 2222}]}}}})  # fmt: skip
+    routing = Routing.model_validate({"dns_names": ["a.t.localhost"], "tcp": [{"port": 22, "published": 2222}]})
+    text = render_l7_config(spec, [Route("a", "b", ("a.t.localhost",), 80, 1, routing)])
+    assert "accept-proxy" not in text  # a PROXY header from anyone would be trusted
+    guard = ["    tcp-request connection reject if !{ src 172.28.0.5 172.28.0.6 172.28.0.7 }",
+             "    tcp-request connection expect-proxy layer4"]  # fmt: skip
+    for frontend in ("http", "tcp2222"):
+        block = re.search(rf"^frontend {frontend}\n(.*?)(?=^\S|\Z)", text, flags=re.M | re.S)
+        assert block
+        lines = block.group(1).splitlines()
+        assert all((line in lines) == l4 for line in guard), frontend
+        if l4:
+            assert lines.index(guard[0]) < lines.index(guard[1])  # the peer is checked before a header is read
+    stats = re.search(r"^frontend stats\n(.*?)(?=^\S|\Z)", text, flags=re.M | re.S)
+    assert stats and "tcp-request" not in stats.group(1)
 
 
 def test_zero_routes_answer_only_the_default() -> None:
