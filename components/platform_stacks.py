@@ -60,6 +60,9 @@ def registry_stack(spec: EstateSpec) -> ImportedStack:
         check_uri="/",
         check_method="GET",
         rate_limit=REGISTRY_RATE_LIMIT,
+        # nodes pull from anywhere (with the htpasswd credentials); pushes only from the operators' networks
+        allow=[] if reg.public else spec.l7.operator_networks,
+        allow_only_writes=True,
     )
     service = ServiceSpec(
         name="registry",
@@ -124,7 +127,13 @@ def portainer_stack(spec: EstateSpec) -> ImportedStack:
         constraints=("node.role == manager",),
         restart_policy=_RESTART,
         update_config=_STOP_FIRST,
-        routing=Routing(dns_names=[portainer.dns_name], http_port=PORTAINER_PORT, replicas=1, check_uri="/"),
+        routing=Routing(
+            dns_names=[portainer.dns_name],
+            http_port=PORTAINER_PORT,
+            replicas=1,
+            check_uri="/",
+            allow=[] if portainer.public else spec.l7.operator_networks,
+        ),
         route_port=PORTAINER_PORT,
     )
     # Without NFS the data volume is local to whichever manager runs the server.

@@ -144,6 +144,7 @@ class EstateSpec(Strict):
         errors += self._check_references()
         errors += self._check_ports()
         errors += self._check_dns_names()
+        errors += self._check_admin_exposure()
         warnings += self._check_l7_update_delay()
         raise_if_any(errors)
         self._warnings = warnings
@@ -427,6 +428,21 @@ class EstateSpec(Strict):
                     span = f"{start}-{start + length - 1}" if length > 1 else str(start)
                     out.append(Violation(path, f"{what} ({span} on the engine's host) overlap {other}: one host "
                                          "port can be published once; move one of them"))  # fmt: skip
+        return out
+
+    def _check_admin_exposure(self) -> list[Violation]:
+        """The platform UIs are internal unless made public: an internal one needs the operators' networks."""
+        if self.l7.operator_networks:
+            return []
+        out = []
+        what = {"portainer": "Portainer controls the whole swarm through the engine socket, so it answers",
+                "registry": "the registry takes pushes (images every node will run)"}  # fmt: skip
+        for name in ("portainer", "registry"):
+            platform = getattr(self, name)
+            if platform.enabled and not platform.public:
+                rule = (f"{what[name]} only from the operators' networks: list them in l7.operator_networks, or "
+                        "set public: true to open it to every client")
+                out.append(Violation((name, "public"), rule))
         return out
 
     def _check_dns_names(self) -> list[Violation]:

@@ -72,6 +72,11 @@ class L7Spec(Strict):
     dns_hold_valid: Duration = Field(default="2s", description="how long a resolved backend address is trusted")
     update_delay: Duration = Field(default="10s", description="pause between L7 tasks during a rolling update")
     stats: Stats = Field(default_factory=Stats, description="operator frontend")
+    operator_networks: list[IPv4Network] = Field(
+        default_factory=list,
+        description="client networks operators work from: the platform UIs (Portainer, the registry's push side) "
+        "answer only these, unless made public",
+    )
 
     @model_validator(mode="after")
     def _one_label(self) -> L7Spec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network
 from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveInt, model_validator
@@ -44,6 +45,14 @@ class Routing(Strict):
     tcp: list[TcpRoute] = Field(
         default_factory=list, description="ports served as TCP through the L7 (mode tcp), one frontend each"
     )
+    allow: list[IPv4Network] = Field(
+        default_factory=list,
+        description="client networks (CIDRs) allowed; empty: every client. Checked on the client's own address "
+        "(behind the L4 pair: the one its PROXY header carries)",
+    )
+    allow_only_writes: bool = Field(
+        default=False, description="the allowlist holds only for requests other than GET and HEAD (a push side)"
+    )
 
     @property
     def routed(self) -> bool:
@@ -76,6 +85,9 @@ class RegistrySpec(Strict):
     htpasswd_secret: SecretRef | None = Field(default=None, description="secret config key with the htpasswd file")
     ca_certificate: str | None = Field(default=None, description="PEM of the CA that signed the registry certificate")
     insecure: bool = Field(default=False, description="trust it as insecure-registries (only if you really must)")
+    public: bool = Field(
+        default=False, description="accept pushes from every client (default: only from l7.operator_networks)"
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> RegistrySpec:
@@ -92,6 +104,9 @@ class PortainerSpec(Strict):
     image: str = Field(default="portainer/portainer-ce:2.21.4", description="server image")
     agent_image: str = Field(default="portainer/agent:2.21.4", description="agent image")
     nfs: Name | None = Field(default=None, description="NFS export holding Portainer's data")
+    public: bool = Field(
+        default=False, description="serve the UI to every client (default: only to l7.operator_networks)"
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> PortainerSpec:

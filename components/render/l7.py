@@ -228,6 +228,13 @@ def _backend(spec: EstateSpec, r: Route) -> list[str]:
             f"    stick-table type ip size {SRC_STICK_SIZE} expire {SRC_STICK_EXPIRE}",
             "    stick on src",
         ]
+    if routing.allow:
+        nets = " ".join(str(n) for n in routing.allow)
+        if routing.allow_only_writes:
+            out += [f"    # only {nets} may write (anything but GET/HEAD); everyone may read",
+                    f"    http-request deny deny_status 403 if !METH_GET !{{ src {nets} }}"]  # fmt: skip
+        else:
+            out += [f"    # only clients in {nets}", f"    http-request deny deny_status 403 if !{{ src {nets} }}"]
     limit = routing.rate_limit or spec.l7.rate_limit
     if limit is not None:
         out += [
@@ -270,6 +277,8 @@ def _tcp_route(spec: EstateSpec, r: Route, port: int, published: int, from_l4: l
         f"frontend tcp{published}",
         f"    bind :{published}",
         *from_l4,
+        *([f"    tcp-request session reject if !{{ src {' '.join(str(n) for n in r.routing.allow)} }}"]
+          if r.routing.allow else []),
         "    mode tcp",
         "    option tcplog",
         f"    default_backend {name}",

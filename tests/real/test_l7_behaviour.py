@@ -66,6 +66,8 @@ SERVICES: dict[str, tuple[list[str], int, dict[str, Any]]] = {
     "health": (["health-a", "health-b"], 50, {"check_uri": "/health", "balance": "roundrobin"}),
     "scale": (["scale-a", "scale-b"], 60, {"check_uri": "/health", "balance": "roundrobin"}),
     "limited": (["limited-a"], 70, {"check_uri": "/health", "rate_limit": {"requests": RATE, "period": "1m"}}),
+    "admin": (["admin-a"], 75, {"check_uri": "/health", "allow": ["127.0.0.160/29"]}),
+    "push": (["push-a"], 77, {"check_uri": "/health", "allow": ["127.0.0.168/29"], "allow_only_writes": True}),
 }
 NOT_IN_DNS_AT_START = {"scale-b"}  # a replica the test adds to DNS while HAProxy runs
 
@@ -258,6 +260,27 @@ def test_a_new_dns_address_gets_traffic_and_a_leaving_one_leaves(l7: Running) ->
     assert {served_by(request(l7.https, host("scale"), tls=True)) for _ in range(4)} == {"scale-b"}
 
 
+# --- allowlists -------------------------------------------------------------------------------
+
+
+def test_an_allowlisted_route_answers_only_its_networks(l7: Running) -> None:
+    assert served_by(request(l7.https, host("admin"), tls=True, source="127.0.0.161")) == "admin-a"
+    assert request(l7.https, host("admin"), tls=True, source="127.0.0.150").status == 403
+    assert served_by(request(l7.https, host("admin"), tls=True, source="127.0.0.167")) == "admin-a"
+    assert request(l7.https, host("admin"), tls=True, source="127.0.0.168").status == 403  # just outside the /29
+
+
+def test_a_write_only_allowlist_lets_everyone_read_and_only_its_networks_write(l7: Running) -> None:
+    """The registry's shape: nodes pull from anywhere, pushes come from the operators' networks."""
+    for source in ("127.0.0.150", "127.0.0.170"):
+        assert served_by(request(l7.https, host("push"), tls=True, source=source)) == "push-a"
+        assert request(l7.https, host("push"), tls=True, source=source, method="HEAD").status == 200
+    assert request(l7.https, host("push"), tls=True, source="127.0.0.150", method="POST").status == 403
+    assert request(l7.https, host("push"), tls=True, source="127.0.0.150", method="PUT").status == 403
+    # from inside, the write reaches the service (which answers it as it likes: not HAProxy's 403)
+    assert request(l7.https, host("push"), tls=True, source="127.0.0.170", method="POST").status != 403
+
+
 # --- rate limit -------------------------------------------------------------------------------
 
 
@@ -356,7 +379,8 @@ def test_only_the_l4_pair_can_claim_a_client_address(tmp_path: Path, cert_dir: P
     limit = {"requests": RATE, "period": "1m"}
     try:
         dns.set("t_web", [backend.address])
-        routes = [route("t", "web", [host("web")], backend.port, 1, check_uri="/health", rate_limit=limit)]
+        routes = [route("t", "web", [host("web")], backend.port, 1, check_uri="/health", rate_limit=limit,
+                        allow=["203.0.113.0/24"])]  # fmt: skip
         text = loopback_config(render_l7_config(spec, routes), dns.port, cert_dir)
         with running_haproxy(text, tmp_path, stats, plain_port) as proxy:
             wait_until(lambda: proxy.up_servers("t_web"), 15, "t_web UP", every=0.05)
@@ -379,6 +403,8 @@ def test_only_the_l4_pair_can_claim_a_client_address(tmp_path: Path, cert_dir: P
             statuses = [proxied_request(tls_port, host("web"), "203.0.113.50", tls=True).status
                         for _ in range(RATE + 1)]  # fmt: skip
             assert statuses[:RATE] == [200] * RATE and statuses[RATE] == 429
+            # the allowlist holds on the address the L4 vouches for, not on the L4's own
+            assert proxied_request(tls_port, host("web"), "192.0.2.1", tls=True).status == 403
     finally:
         dns.close()
         backend.close()

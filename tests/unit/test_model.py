@@ -257,3 +257,24 @@ def test_durations_are_haproxy_times(prod_estate, value):
     """Model durations go verbatim into haproxy.cfg, so Go's compound form is refused with the reason."""
     prod_estate["l7"]["update_delay"] = value
     assert_rule(prod_estate, "l7.update_delay", "write a whole number with ms, s, m, h or d")
+
+
+@pytest.mark.parametrize("platform", ["portainer", "registry"])
+def test_an_internal_platform_ui_needs_the_operators_networks(prod_estate, platform: str):
+    del prod_estate["l7"]["operator_networks"]
+    assert_rule(prod_estate, f"{platform}.public", "only from the operators' networks", "l7.operator_networks")
+    prod_estate[platform]["public"] = True
+    other = {"portainer": "registry", "registry": "portainer"}[platform]
+    prod_estate[other]["enabled"] = False
+    load_estate(prod_estate)
+
+
+def test_platform_routes_answer_the_operators_unless_public():
+    raw = estate_of("prod")
+    operators = [str(n) for n in load_estate(raw).l7.operator_networks]
+    routes = {r.stack: r.routing for r in prepare(raw, ROOT, "prod").routes}
+    assert ([str(n) for n in routes["portainer"].allow], routes["portainer"].allow_only_writes) == (operators, False)
+    assert ([str(n) for n in routes["registry"].allow], routes["registry"].allow_only_writes) == (operators, True)
+    raw["portainer"]["public"] = raw["registry"]["public"] = True
+    routes = {r.stack: r.routing for r in prepare(raw, ROOT, "prod").routes}
+    assert routes["portainer"].allow == [] and routes["registry"].allow == []
