@@ -6,6 +6,7 @@ node run with `docker exec` (see HostRecord.container), so no SSH server is need
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from .model import EstateSpec, Node
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 NODE_ENTRYPOINT = "/usr/local/bin/swarm-estate-node"
-ENGINE_TCP_PORT = 2375
+API_SOCKET_DIR = "/run/swarm-estate"  # in the first manager: its engine socket for the machine running the estate
 READY_TIMEOUT_S = 120
 # What hosts that refuse --privileged still grant (docker run --cap-add ALL --cap-drop SYS_RESOURCE):
 # the provider has no capability "ALL", so list the ones dockerd, runc and iptables use. Named as Docker
@@ -69,10 +70,8 @@ def container_name(spec: EstateSpec, node: Node) -> str:
 
 
 def published_ports(spec: EstateSpec, node: Node) -> list[tuple[int, int]]:
-    """(127.0.0.1 port, node port) pairs: the swarm API on the first manager, L7 on L7 nodes."""
+    """(127.0.0.1 port, node port) pairs: L7 on L7 nodes. (The swarm API is a unix socket: `api_socket`.)"""
     ports = []
-    if node == spec.managers[0]:
-        ports.append((spec.docker.api_port, ENGINE_TCP_PORT))
     l7_nodes = spec.l7_nodes()
     if node in l7_nodes:
         i = l7_nodes.index(node)
@@ -89,6 +88,19 @@ def l7_entrypoints(spec: EstateSpec) -> list[str]:
 def l7_https_entrypoints(spec: EstateSpec) -> list[str]:
     """Where TLS with the public name as server name reaches L7 on each L7 node."""
     return [f"https://127.0.0.1:{spec.docker.l7_https_port + i}" for i in range(len(spec.l7_nodes()))]
+
+
+def api_dir_script(directory: str) -> str:
+    """Make `directory` (and its parent) this user's own, mode 0700; fail if another user owns it. Twice: no change."""
+    d = shlex.quote(directory)
+    parent = shlex.quote(os.path.dirname(directory))
+    return (
+        f"set -eu; for dir in {parent} {d}; do mkdir -p \"$dir\"; "
+        'if [ "$(stat -c %u "$dir")" != "$(id -u)" ]; then '
+        'echo "$dir belongs to another user: it would hold your swarm\'s API socket; remove it or choose '
+        'docker.api_socket_dir" >&2; exit 1; fi; '
+        '[ "$(stat -c %a "$dir")" = 700 ] || chmod 700 "$dir"; done'
+    )
 
 
 def ready_script(container: str) -> str:
@@ -143,9 +155,19 @@ class DockerNodes(pulumi.ComponentResource):
             docker.RemoteImage(f"{name}-preload-{i}", name=ref, keep_locally=True, opts=on_engine)
             for i, ref in enumerate(engine.preload_images)
         ]
+        socket = engine.api_socket(spec.name)
+        # The directory the first manager's engine socket appears in: this user's alone, made before the container
+        # mounts it (or Docker would make it, root's and open), refused if someone else made it first.
+        api_dir = command.local.Command(
+            f"{name}-api-dir",
+            create=api_dir_script(os.path.dirname(socket)),
+            delete=f"rm -f {shlex.quote(socket)}; rmdir {shlex.quote(os.path.dirname(socket))} 2>/dev/null || true",
+            opts=child,
+        )
         self.records = []
         for node in spec.nodes:
             cname = container_name(spec, node)
+            first = node == spec.managers[0]
             volume = docker.Volume(
                 f"{name}-{node.name}-data",
                 name=f"{cname}-docker",
@@ -161,7 +183,12 @@ class DockerNodes(pulumi.ComponentResource):
                 # docker's own init as PID 1 reaps what dockerd, sshd and `docker exec` leave behind
                 init=True,
                 uploads=[docker.ContainerUploadArgs(file=NODE_ENTRYPOINT, content=entrypoint, executable=True)],
-                envs=[f"NODE_PRIVILEGED={'true' if engine.privileged else 'false'}"],
+                envs=[
+                    f"NODE_PRIVILEGED={'true' if engine.privileged else 'false'}",
+                    # the socket's group: the user running the estate reaches it without being root
+                    *([f"NODE_API_SOCKET={API_SOCKET_DIR}/docker.sock", f"NODE_API_GROUP={os.getgid()}"] if first
+                      else []),
+                ],
                 privileged=engine.privileged,
                 capabilities=None
                 if engine.privileged
@@ -170,7 +197,11 @@ class DockerNodes(pulumi.ComponentResource):
                 networks_advanced=[
                     docker.ContainerNetworksAdvancedArgs(name=network.name, ipv4_address=str(node.address))
                 ],
-                volumes=[docker.ContainerVolumeArgs(volume_name=volume.name, container_path="/var/lib/docker")],
+                volumes=[
+                    docker.ContainerVolumeArgs(volume_name=volume.name, container_path="/var/lib/docker"),
+                    *([docker.ContainerVolumeArgs(host_path=os.path.dirname(socket), container_path=API_SOCKET_DIR)]
+                      if first else []),
+                ],
                 ports=[
                     docker.ContainerPortArgs(internal=inner, external=outer, ip="127.0.0.1")
                     for outer, inner in published_ports(spec, node)
@@ -180,7 +211,7 @@ class DockerNodes(pulumi.ComponentResource):
                     docker.ContainerLabelArgs(label="swarm-estate.estate", value=spec.name),
                     docker.ContainerLabelArgs(label="swarm-estate.role", value=node.role),
                 ],
-                opts=on_engine,
+                opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[api_dir] if first else []),
             )
             ready = command.local.Command(
                 f"{name}-{node.name}-ready",
@@ -203,7 +234,7 @@ class DockerNodes(pulumi.ComponentResource):
                     ),
                 )
             self.records.append(HostRecord(node=node, connection=None, container=cname, ready=steps))
-        self.swarm_api = pulumi.Output.from_input(f"tcp://127.0.0.1:{engine.api_port}")
+        self.swarm_api = pulumi.Output.from_input(f"unix://{socket}")
         self.l7_entrypoints = pulumi.Output.from_input(l7_entrypoints(spec))
         self.l7_https_entrypoints = pulumi.Output.from_input(l7_https_entrypoints(spec))
         self.register_outputs(

@@ -200,7 +200,7 @@ def drift(spec: EstateSpec, node: Node, observed: Mapping[str, dict]) -> list[st
 def provider_host(spec: EstateSpec, record: HostRecord) -> str:
     """Where the swarm's docker provider reaches a manager engine."""
     if record.container is not None:
-        return f"tcp://127.0.0.1:{spec.docker.api_port}"
+        return f"unix://{spec.docker.api_socket(spec.name)}"
     return f"ssh://{record.node.ssh_user}@{record.node.address}:{spec.ssh.port}"
 
 

@@ -89,7 +89,7 @@ class BranchSettings(Strict):
     overlay_prefix: int = Field(default=20, ge=8, le=28, description="prefix length of each branch's overlay block")
     port_base: int = Field(default=20000, ge=1024, le=65000, description="first loopback port handed to slot 0")
     port_stride: int = Field(
-        default=10, ge=3, le=1000, description="ports per slot: engine API, then L7 HTTP and HTTPS per L7 node"
+        default=10, ge=2, le=1000, description="ports per slot: L7 HTTP, then L7 HTTPS, per L7 node"
     )
     max_slots: int | None = Field(default=None, ge=1, description="use at most this many slots (default: all)")
     slot: int | None = Field(default=None, ge=0, description="pinned by the pipeline when it creates the stack")
@@ -134,11 +134,11 @@ class BranchSettings(Strict):
     def overlay_block(self, slot: int) -> IPv4Network:
         return _nth_subnet(self.overlay_pool, self.overlay_prefix, slot)
 
-    def ports(self, slot: int) -> tuple[int, int, int, int]:
-        """(engine API, first L7 HTTP, first L7 HTTPS, L7 nodes that fit) of a slot."""
+    def ports(self, slot: int) -> tuple[int, int, int]:
+        """(first L7 HTTP, first L7 HTTPS, L7 nodes that fit) of a slot."""
         base = self.port_base + slot * self.port_stride
-        per_kind = (self.port_stride - 1) // 2
-        return base, base + 1, base + 1 + per_kind, per_kind
+        per_kind = self.port_stride // 2
+        return base, base + per_kind, per_kind
 
 
 def _fits(pool: IPv4Network, prefix: int) -> int:
@@ -162,10 +162,10 @@ def template_rules(spec: EstateSpec) -> list[Violation]:
     if spec.substrate == "libvirt" and spec.node_network.mode == "existing":
         out.append(Violation(("node_network", "mode"),
                              "a branch stack cannot share an existing libvirt network: use mode nat (or bridge)"))
-    fits = branch.ports(0)[3]
+    fits = branch.ports(0)[2]
     if spec.substrate == "docker" and len(spec.nodes) > fits:
         out.append(Violation(("branch", "port_stride"), f"{len(spec.nodes)} nodes could each run L7 and need 2 ports "
-                             f"each plus the API port: use a port_stride of at least {2 * len(spec.nodes) + 1}"))
+                             f"each: use a port_stride of at least {2 * len(spec.nodes)}"))
     return out
 
 
@@ -233,8 +233,8 @@ def derive_branch(template: EstateSpec, stack: str, now: datetime | None = None)
         swarm_update.update(default_addr_pool=[upper], default_addr_pool_mask_length=mask)
     docker = template.docker
     if template.substrate == "docker":
-        api, http, https, _ = branch.ports(slot)
-        docker = docker.model_copy(update={"api_port": api, "l7_http_port": http, "l7_https_port": https})
+        http, https, _ = branch.ports(slot)
+        docker = docker.model_copy(update={"l7_http_port": http, "l7_https_port": https})
     dns = _Dns(template.domain, name, branch.ci_domain, errors)
     stacks = {
         key: stack_spec.model_copy(update={

@@ -36,6 +36,9 @@ WORKER_OFFSET = 20
 MAX_MANAGERS = 7
 # Node lists share one namespace (host names) across the groups: _check_names_and_addresses covers them.
 _NODE_LISTS = frozenset({("swarm", "managers", "nodes"), ("swarm", "workers", "nodes"), ("l4", "nodes")})
+MAX_UNIX_SOCKET_PATH = 107  # sun_path holds 108 bytes, the last a NUL
+
+
 @dataclass(frozen=True)
 class HostPort:
     """A port the estate holds on the swarm nodes, and who holds it (for messages naming both owners)."""
@@ -415,11 +418,19 @@ class EstateSpec(Strict):
         docker = self.docker
         count = max(1, len(self.l7_nodes()))
         ranges = [
-            (("docker", "api_port"), docker.api_port, 1, "the manager's engine API"),
             (("docker", "l7_http_port"), docker.l7_http_port, count, "the L7 HTTP ports"),
             (("docker", "l7_https_port"), docker.l7_https_port, count, "the L7 HTTPS ports"),
         ]
         out = []
+        if not docker.engine_host.startswith("unix://"):
+            out.append(Violation(("docker", "engine_host"), f"{docker.engine_host}: the node containers must run on "
+                                 "this machine's engine (unix://…): their swarm API socket is shared through a "
+                                 "directory here (docker.api_socket_dir), never over TCP"))  # fmt: skip
+        socket = docker.api_socket(self.name)
+        if len(socket.encode()) > MAX_UNIX_SOCKET_PATH:
+            rule = (f"{socket} is {len(socket.encode())} bytes, more than a unix socket path may have "
+                    f"({MAX_UNIX_SOCKET_PATH}): choose a shorter directory")
+            out.append(Violation(("docker", "api_socket_dir"), rule))
         for i, (path, start, length, what) in enumerate(ranges):
             if start + length - 1 > 65535:
                 out.append(Violation(path, f"{what} run from {start} to {start + length - 1}, past 65535"))

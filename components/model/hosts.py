@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, ClassVar, Literal
 
@@ -201,6 +202,11 @@ class SwarmSpec(Strict):
 class DockerSubstrate(Strict):
     """Dev/ephemeral nodes as docker-in-docker containers on an engine you already have."""
 
+    def api_socket(self, estate: str) -> str:
+        """The first manager's engine socket on this machine. Only its owner can reach it (the directory is 0700):
+        an engine API on TCP, even on loopback, would let any local process take over the swarm."""
+        return os.path.join(os.path.expanduser(self.api_socket_dir), estate, "docker.sock")
+
     engine_host: str = Field(
         default="unix:///var/run/docker.sock", description="the engine that runs the node containers"
     )
@@ -208,7 +214,11 @@ class DockerSubstrate(Strict):
     privileged: bool = Field(
         default=True, description="run nodes --privileged; false uses the capability set for hosts that refuse it"
     )
-    api_port: Port = Field(default=23750, description="first manager's engine, published on 127.0.0.1 only")
+    api_socket_dir: str = Field(
+        default="~/.local/state/swarm-estate",
+        description="a directory of yours (made 0700) where the first manager's engine socket appears as "
+        "<dir>/<estate>/docker.sock: the swarm's API is reached through it, never over TCP",
+    )
     l7_http_port: Port = Field(
         default=8080, description="L7 :80 of the first L7 node on 127.0.0.1 (next nodes: +1, +2…)"
     )

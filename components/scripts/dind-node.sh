@@ -1,6 +1,7 @@
 #!/bin/sh
 # Entrypoint of a docker-substrate node: a Docker engine inside a container.
-# Inputs (environment): NODE_PRIVILEGED=true|false, NODE_DOCKERD_ARGS (extra dockerd flags).
+# Inputs (environment): NODE_PRIVILEGED=true|false, NODE_DOCKERD_ARGS (extra dockerd flags), NODE_API_SOCKET and
+# NODE_API_GROUP (the first manager's socket for the machine running the estate, and its group).
 # Without --privileged the outer engine leaves /sys, the cgroup hierarchies and some /proc
 # paths read-only or masked; the inner dockerd must write them, so open them up first.
 set -u
@@ -27,9 +28,15 @@ if [ -x /usr/sbin/sshd ] && [ -d /etc/ssh ]; then
     [ -f /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -q -A
     /usr/sbin/sshd -o PasswordAuthentication=no -o UseDNS=no
 fi
-# The engine also listens on TCP inside the node bridge; only the first manager's port is
-# published, and only on 127.0.0.1 of the machine running the estate.
-set -- dockerd --host=unix:///var/run/docker.sock --host=tcp://0.0.0.0:2375 --tls=false ${NODE_DOCKERD_ARGS:-}
+# The engine listens on unix sockets only: no TCP port any local process could reach. The first manager also
+# listens on NODE_API_SOCKET, in a directory of the machine running the estate that only its user can enter, with
+# that user's group (NODE_API_GROUP) on the socket.
+set -- dockerd --host=unix:///var/run/docker.sock
+if [ -n "${NODE_API_SOCKET:-}" ]; then
+    set -- "$@" --host="unix://$NODE_API_SOCKET" --group="${NODE_API_GROUP:-0}"
+fi
+# shellcheck disable=SC2086  # NODE_DOCKERD_ARGS is a list of flags, split on purpose
+set -- "$@" ${NODE_DOCKERD_ARGS:-}
 # The official docker:dind image ships `dind`, which prepares nested cgroup v2.
 if command -v dind >/dev/null 2>&1; then
     exec dind "$@"

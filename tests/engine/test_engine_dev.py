@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import socket
+import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -96,7 +101,7 @@ def all_replicas_answer(dev: Dev, service: str, host: str, replicas: int) -> dic
 
 def test_the_test_config_is_the_dev_stack_with_only_local_settings_changed(dev: Dev) -> None:
     assert changed_keys(estate_of("dev"), dev.estate) == [
-        "docker.api_port", "docker.engine_host", "docker.image", "docker.l7_http_port", "docker.l7_https_port",
+        "docker.api_socket_dir", "docker.engine_host", "docker.image", "docker.l7_http_port", "docker.l7_https_port",
         "docker.preload_images", "l7.image", "node_network.subnet",
         "stacks.demo.variables",
     ]
@@ -447,6 +452,37 @@ def test_the_state_and_outputs_hold_no_secret_in_clear(dev: Dev) -> None:
             assert token not in text
         assert not [line for line in key_lines if line in text]
     assert '"ciphertext"' in state  # they are there, encrypted
+
+
+def test_the_swarm_api_is_a_socket_only_its_user_reaches(dev: Dev) -> None:
+    """No engine API on TCP, on loopback or on the node containers' addresses: the first manager's engine is a unix
+    socket in a directory only the user running the estate can enter. `pulumi up` went through it."""
+    spec = dev.spec
+    path = Path(spec.docker.api_socket(spec.name))
+    info = path.parent.stat()
+    assert (stat.S_IMODE(info.st_mode), info.st_uid) == (0o700, os.getuid())
+    env = {**os.environ, "DOCKER_API_VERSION": "1.41"}
+    ours = subprocess.run(["docker", "-H", f"unix://{path}", "info", "--format", "{{.Swarm.LocalNodeState}}"],
+                          capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+    assert ours.stdout.strip() == "active", ours.stderr
+    connect = f"import socket; socket.socket(socket.AF_UNIX).connect({str(path)!r})"
+    other = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                            connect], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert other.returncode != 0 and "PermissionError" in other.stderr, other.stderr
+    # the node addresses answer (the L7 ports of the L7 nodes), but no engine port does, on any node
+    l7 = spec.l7_nodes()[0]
+    assert _connects(str(l7.address), spec.l7.http_port)
+    for node in spec.nodes:
+        for port in (2375, 2376):
+            assert not _connects(str(node.address), port), f"{node.name}:{port}"
+        published = dev.engine.run("port", dev.container(node.name)).stdout
+        assert ":2375" not in published and ":2376" not in published, published
+
+
+def _connects(address: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(5)
+        return s.connect_ex((address, port)) == 0
 
 
 # --- 6. destroy ---------------------------------------------------------------------------------------

@@ -44,9 +44,9 @@ def project() -> Iterator[Path]:
     (copy / "venv").symlink_to(ROOT / "venv")
     doc = yaml.safe_load((copy / "Pulumi.dev.yaml").read_text())
     estate = doc["config"]["swarm-estate:estate"]
-    api, http, https = free_ports(3, consecutive=2)
-    estate["docker"].update(engine_host=f"unix://{top}/e/docker.sock", api_port=api, l7_http_port=http,
-                            l7_https_port=https)
+    http, https = free_ports(2, consecutive=2)
+    estate["docker"].update(engine_host=f"unix://{top}/e/docker.sock", api_socket_dir=str(top / "api"),
+                            l7_http_port=http, l7_https_port=https)
     estate["node_network"]["subnet"] = str(free_subnet())
     (copy / "Pulumi.dev.yaml").write_text(yaml.safe_dump(doc))
     try:

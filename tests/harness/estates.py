@@ -52,11 +52,11 @@ def local_dev(
     """`estate` (the dev estate by default) on this machine's engine, images and ports; nothing else changes."""
     estate = copy.deepcopy(estate if estate is not None else estate_of("dev"))
     spec = load_estate(copy.deepcopy(estate))
-    api, http, https = free_ports(3, consecutive=max(1, len(spec.l7_nodes())))
+    http, https = free_ports(2, consecutive=max(1, len(spec.l7_nodes())))
     estate["docker"].update(
         engine_host=engine.host,
         image=images.node,
-        api_port=api,
+        api_socket_dir=str(engine.root / "api"),  # goes with the engine
         l7_http_port=http,
         l7_https_port=https,
         preload_images=[images.haproxy, images.app],

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from components.model import load_estate
 from tests.harness.project import estate_of
 
@@ -19,7 +22,7 @@ def test_one_container_per_node_with_fixed_address_and_own_volume(synth, dev_est
     for node in spec.nodes:
         c = by_name[f"dev-{node.name}"]["inputs"]
         assert c["networksAdvanced"] == [{"name": "dev-swarm-dev", "ipv4Address": str(node.address)}]
-        (mount,) = c["volumes"]
+        mount = c["volumes"][0]
         assert mount["containerPath"] == "/var/lib/docker"
         assert mount["volumeName"] == f"dev-{node.name}-docker" == volumes[f"dev-nodes-{node.name}-data"]
 
@@ -29,8 +32,8 @@ def test_ports_are_published_on_loopback_only(synth, dev_estate):
     result = synth(dev_estate)
     published = {name: r["inputs"].get("ports", []) for name, r in containers(result).items()}
     assert all(p["ip"] == "127.0.0.1" for ports in published.values() for p in ports)
-    assert published["dev-manager1"] == [{"internal": 2375, "external": 23750, "ip": "127.0.0.1"}]
-    assert published["dev-manager2"] == [] and published["dev-manager3"] == []
+    # no engine API on TCP: the managers publish nothing
+    assert published["dev-manager1"] == published["dev-manager2"] == published["dev-manager3"] == []
     # the two L7-labelled workers: their :80/:443 at 8080/8443 and 8081/8444
     assert {(p["external"], p["internal"]) for p in published["dev-worker1"]} == {(8080, 80), (8443, 443)}
     assert {(p["external"], p["internal"]) for p in published["dev-worker2"]} == {(8081, 80), (8444, 443)}
@@ -53,9 +56,14 @@ def test_everything_is_on_the_configured_engine(synth, dev_estate):
     assert provider["inputs"]["host"] == "unix:///tmp/other.sock"
     on_engine = [r for r in result.resources if r["type"].startswith("docker:index/") and r["parent"] == "dev-nodes"]
     assert on_engine and all(r["provider"] == provider["name"] for r in on_engine)
-    # the swarm's own objects go to the first manager's engine, published on loopback
+    # the swarm's own objects go to the first manager's engine, through its socket in the user's own directory
     swarm = result.named("dev-swarm-provider")
-    assert swarm["inputs"]["host"] == "tcp://127.0.0.1:23750"
+    assert swarm["inputs"]["host"] == f"unix://{Path('~/.local/state/swarm-estate/dev/docker.sock').expanduser()}"
+    manager = containers(result)["dev-manager1"]["inputs"]
+    assert {"hostPath": str(Path("~/.local/state/swarm-estate/dev").expanduser()),
+            "containerPath": "/run/swarm-estate"} in manager["volumes"]  # fmt: skip
+    assert f"NODE_API_GROUP={os.getgid()}" in manager["envs"]
+    assert not any("hostPath" in v for v in containers(result)["dev-worker1"]["inputs"]["volumes"])
 
 
 def test_node_readiness_waits_on_each_container(synth, dev_estate):

@@ -338,7 +338,8 @@ def test_docker_in_docker_nodes_run_the_scripts_with_docker_exec() -> None:
     assert init["inputs"]["environment"] == {"DOCKER_HOST": "unix:///var/run/docker.sock"}
     leave = cmds[f"{CLUSTER}-worker1-join"]["inputs"]["delete"]
     assert leave == in_container("dev-worker1", script_command("swarm-leave.sh", {"DISSOLVE": "true"}))
-    assert result.named(f"{CLUSTER}-provider")["inputs"]["host"] == "tcp://127.0.0.1:23750"
+    socket = load_estate(estate_of("dev")).docker.api_socket("dev")
+    assert result.named(f"{CLUSTER}-provider")["inputs"]["host"] == f"unix://{socket}"
 
 
 def test_a_host_record_without_connection_or_container_is_refused() -> None:
