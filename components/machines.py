@@ -259,12 +259,15 @@ class VirtualMachine(pulumi.ComponentResource):
             ),
         )
         network = site.networks.get(m.hypervisor)
+        kind = next(h.domain_type for h in spec.hypervisors if h.name == m.hypervisor)
         domain = libvirt.Domain(
             f"{name}-domain",
             name=f"{spec.name}-{m.name}",
+            type=kind,
             vcpu=m.vcpu,
             memory=m.memory_mib,
-            cpu=libvirt.DomainCpuArgs(mode="host-passthrough"),
+            # the host's own CPU under KVM; under TCG there is no host CPU to pass through: QEMU's default model
+            cpu=libvirt.DomainCpuArgs(mode="host-passthrough") if kind == "kvm" else None,
             disks=[libvirt.DomainDiskArgs(volume_id=root.id)],
             cloudinit=seed.id,
             network_interfaces=[

@@ -21,6 +21,11 @@ class Hypervisor(Strict):
     network: str | None = Field(
         default=None, description="libvirt network the node NICs attach to (default: node_network.name)"
     )
+    domain_type: Literal["kvm", "qemu"] = Field(
+        default="kvm",
+        description="kvm (hardware virtualisation), or qemu: software emulation (TCG), slow, for a host whose KVM "
+        "is absent or unusable, e.g. nested in a VM",
+    )
 
     @field_validator("uri")
     @classmethod

@@ -447,3 +447,17 @@ def test_secret_files_install_once_reload_on_change_and_never_print_the_secret(s
     (auth,) = l4_secret_files("th1rdPwd")
     _, calls = _install_secrets(sandbox, [HostFile(str(target), auth.content, auth.permissions)])
     assert not [c for c in calls if "reload" in c]
+
+
+def test_domain_type_is_kvm_unless_a_hypervisor_emulates() -> None:
+    """Where KVM is unusable (nested virtualisation) a hypervisor runs its VMs under software emulation: libvirt
+    domain type qemu, and no host CPU to pass through."""
+    raw = estate_of("prod")
+    raw["hypervisors"][1]["domain_type"] = "qemu"
+    result, _ = synth_hosts(raw)
+    emulated = raw["hypervisors"][1]["name"]
+    for r in result.by_type(DOMAIN):
+        on = r["provider"].removeprefix("x-site-")
+        want = ("qemu", None) if on == emulated else ("kvm", {"mode": "host-passthrough"})
+        assert (r["inputs"]["type"], r["inputs"].get("cpu")) == want, r["inputs"]["name"]
+    assert any(r["provider"].removeprefix("x-site-") == emulated for r in result.by_type(DOMAIN))
