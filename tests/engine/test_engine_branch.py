@@ -70,7 +70,8 @@ def ci_template_for(engine: Engine, images: LocalImages) -> dict[str, Any]:
     """`Pulumi.ci.yaml`'s estate on this engine and these images; names, subnets and ports stay the program's
     to derive per branch."""
     raw = estate_of("ci")
-    raw["docker"].update(engine_host=engine.host, image=images.node, preload_images=[images.haproxy, images.app])
+    raw["docker"].update(engine_host=engine.host, image=images.node, preload_images=[images.haproxy, images.app],
+                         api_socket_dir=str(engine.root / "api"))  # fmt: skip
     raw.setdefault("l7", {})["image"] = images.haproxy_id
     for stack in raw.get("stacks", {}).values():
         stack.setdefault("variables", {})["DEMO_IMAGE"] = images.app_id
