@@ -44,7 +44,7 @@ def render_mermaid(spec: EstateSpec, routes: Sequence[Route]) -> str:
         lines.append(f"  l7 -.- {_id('node', node.name)}")
     for route in routes:
         box = _id("svc", route.stack, route.service)
-        names = "<br/>".join(route.dns_names)
+        names = "<br/>".join([*route.dns_names, *(f"TCP :{t.published}" for t in route.routing.tcp)])
         lines.append(f'  {box}["{route.stack}/{route.service} ×{route.replicas}<br/>{names}"]')
         lines.append(f"  l7 --> {box}")
     return "\n".join(lines) + "\n"
