@@ -50,6 +50,13 @@ def format_violation(v: Violation) -> str:
     return f"{config_path(v.path)}: {v.message}"
 
 
+# Settings that existed once: a stack file written for an older release hears what became of them.
+RETIRED = {
+    ("docker", "api_port"): "no longer exists: the swarm's API is a unix socket in docker.api_socket_dir, never a "
+    "TCP port (any local process could reach one); delete the line",
+}
+
+
 def _pydantic_problems(exc: ValidationError) -> list[str]:
     problems = []
     for err in exc.errors(include_url=False):
@@ -60,7 +67,8 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
             continue
         message = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if err["type"] == "extra_forbidden":
-            message = "unknown setting (a typo? see the model in components/model/ for the allowed keys)"
+            message = RETIRED.get(tuple(str(part) for part in loc), "unknown setting (a typo? see the model in "
+                                  "components/model/ for the allowed keys)")  # fmt: skip
         elif err["type"] == "literal_error":
             message = f"{err['input']!r} is not allowed here; use one of {(err.get('ctx') or {}).get('expected')}"
         elif err["type"] == "missing":

@@ -254,3 +254,14 @@ def test_manager_spread_advice_fits_a_hypervisor_list_that_is_too_short() -> Non
     (warning,) = [w for w in spec.warnings if w.path == ("swarm", "managers")]
     assert "list more of the 3 hypervisors under swarm.managers.hypervisors (it names 1)" in warning.message
     assert "add a hypervisor" not in warning.message
+
+
+def test_a_retired_setting_says_what_became_of_it():
+    raw = estate_of("dev")
+    raw["docker"]["api_port"] = 23750
+    with pytest.raises(EstateConfigError) as info:
+        load_estate(raw)
+    assert info.value.problems == [
+        "swarm-estate:estate.docker.api_port: no longer exists: the swarm's API is a unix socket in "
+        "docker.api_socket_dir, never a TCP port (any local process could reach one); delete the line"
+    ]
