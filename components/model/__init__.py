@@ -51,7 +51,7 @@ def format_violation(v: Violation) -> str:
 
 
 # Settings that existed once: a stack file written for an older release hears what became of them.
-RETIRED = {
+RETIRED: dict[tuple[str, ...], str] = {
     ("docker", "api_port"): "no longer exists: the swarm's API is a unix socket in docker.api_socket_dir, never a "
     "TCP port (any local process could reach one); delete the line",
 }
