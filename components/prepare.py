@@ -26,7 +26,8 @@ from .model import (
 )
 from .model.base import secret_refs
 from .model.branch import branch_metadata, derive_branch
-from .model.routes import port_rules, route_rules
+from .model.ports import port_rules
+from .model.routes import route_rules
 from .platform_stacks import platform_stacks
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..model import EstateConfigError, EstateSpec, Route, Routing, StackSpec, config_path
 from ..model.hosts import unknown_log_options
-from ..model.routes import Publication
+from ..model.ports import Publication
 from .parse import parse_compose
 from .problems import Problems
 from .spec import (

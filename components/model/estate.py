@@ -24,6 +24,7 @@ from .hosts import (
     SshAccess,
     SwarmSpec,
 )
+from .ports import HostPort, host_ports, port_violations, tcp_routes
 from .proxy import L4Spec, L7Spec, Overlay, _public_network
 from .stacks import PortainerSpec, RegistrySpec, StackSpec, TcpRoute
 
@@ -36,20 +37,6 @@ WORKER_OFFSET = 20
 MAX_MANAGERS = 7
 # Node lists share one namespace (host names) across the groups: _check_names_and_addresses covers them.
 _NODE_LISTS = frozenset({("swarm", "managers", "nodes"), ("swarm", "workers", "nodes"), ("l4", "nodes")})
-MAX_UNIX_SOCKET_PATH = 107  # sun_path holds 108 bytes, the last a NUL
-
-
-@dataclass(frozen=True)
-class HostPort:
-    """A port the estate holds on the swarm nodes, and who holds it (for messages naming both owners)."""
-
-    port: int
-    protocol: str
-    owner: str
-    path: tuple[str | int, ...]  # where the stack config sets it
-    l7: str = ""  # the name of the L7 publication, in host mode on the L7 nodes ("": held by the swarm or sshd)
-
-
 @dataclass(frozen=True)
 class Node:
     """A swarm node as every layer sees it, whatever the substrate."""
@@ -145,7 +132,7 @@ class EstateSpec(Strict):
             errors += template_rules(self)
         errors += duplicate_items(self, skip=_NODE_LISTS)  # nodes: one namespace across groups, checked above
         errors += self._check_references()
-        errors += self._check_ports()
+        errors += port_violations(self)
         errors += self._check_dns_names()
         errors += self._check_admin_exposure()
         warnings += self._check_l7_update_delay()
@@ -363,83 +350,12 @@ class EstateSpec(Strict):
         return out
 
     def host_ports(self) -> list[HostPort]:
-        """Every port the estate itself holds on the swarm nodes: the swarm's own, sshd's, and what the L7
-        publishes in host mode on its nodes (HTTP, HTTPS, stats, each TCP route). Stacks publish around them."""
-        swarm_only = ("swarm",)
-        out = [
-            HostPort(2377, "tcp", "swarm management (2377/tcp)", swarm_only),
-            HostPort(7946, "tcp", "swarm gossip (7946/tcp)", swarm_only),
-            HostPort(7946, "udp", "swarm gossip (7946/udp)", swarm_only),
-            HostPort(self.swarm.data_path_port, "udp", f"the swarm data path ({self.swarm.data_path_port}/udp)",
-                     ("swarm", "data_path_port")),
-        ]  # fmt: skip
-        if self.substrate != "docker":  # docker-in-docker nodes are reached with `docker exec`, not SSH
-            out.append(HostPort(self.ssh.port, "tcp", f"sshd ({self.ssh.port}/tcp)", ("ssh", "port")))
-        out += [
-            HostPort(self.l7.http_port, "tcp", "the L7 HTTP port", ("l7", "http_port"), l7="http"),
-            HostPort(self.l7.https_port, "tcp", "the L7 HTTPS port", ("l7", "https_port"), l7="https"),
-        ]
-        if self.l7.stats.enabled and self.l7.stats.publish:
-            out.append(HostPort(self.l7.stats.port, "tcp", "the L7 stats port", ("l7", "stats", "port"), l7="stats"))
-        for stack, service, i, route in self.tcp_routes():
-            path = ("stacks", stack, "services", service, "tcp", i, "published")
-            owner = f"the L7's TCP route to {stack}/{service}:{route.port}"
-            out.append(HostPort(route.published, "tcp", owner, path, l7=f"tcp{route.published}"))
-        return out
+        """Every port the estate itself holds on the swarm nodes (see `ports.host_ports`)."""
+        return host_ports(self)
 
     def tcp_routes(self) -> list[tuple[str, str, int, TcpRoute]]:
         """(stack, service, index, route) of every TCP port the stack config routes through the L7."""
-        return [
-            (stack, service, i, route)
-            for stack, spec in self.stacks.items()
-            for service, routing in spec.services.items()
-            for i, route in enumerate(routing.tcp)
-        ]
-
-    def _check_ports(self) -> list[Violation]:
-        """The L7's host ports must not collide with each other or the swarm's; nor may the docker substrate's
-        publications on the outer engine's host (one range per L7 node)."""
-        out = []
-        held: dict[tuple[int, str], HostPort] = {}
-        for claim in self.host_ports():
-            key = (claim.port, claim.protocol)
-            if key in held and claim.l7:
-                first = held[key]
-                where = f" ({config_path(first.path)})" if first.l7 else ""
-                out.append(Violation(claim.path, f"{claim.owner} ({claim.port}/{claim.protocol}) clashes with "
-                                     f"{first.owner}{where} on the L7 nodes: one host port can be published "
-                                     "once"))  # fmt: skip
-            held.setdefault(key, claim)
-        if self.substrate == "docker":
-            out += self._check_published_ports()
-        return out
-
-    def _check_published_ports(self) -> list[Violation]:
-        docker = self.docker
-        count = max(1, len(self.l7_nodes()))
-        ranges = [
-            (("docker", "l7_http_port"), docker.l7_http_port, count, "the L7 HTTP ports"),
-            (("docker", "l7_https_port"), docker.l7_https_port, count, "the L7 HTTPS ports"),
-        ]
-        out = []
-        if not docker.engine_host.startswith("unix://"):
-            out.append(Violation(("docker", "engine_host"), f"{docker.engine_host}: the node containers must run on "
-                                 "this machine's engine (unix://…): their swarm API socket is shared through a "
-                                 "directory here (docker.api_socket_dir), never over TCP"))  # fmt: skip
-        socket = docker.api_socket(self.name)
-        if len(socket.encode()) > MAX_UNIX_SOCKET_PATH:
-            rule = (f"{socket} is {len(socket.encode())} bytes, more than a unix socket path may have "
-                    f"({MAX_UNIX_SOCKET_PATH}): choose a shorter directory")
-            out.append(Violation(("docker", "api_socket_dir"), rule))
-        for i, (path, start, length, what) in enumerate(ranges):
-            if start + length - 1 > 65535:
-                out.append(Violation(path, f"{what} run from {start} to {start + length - 1}, past 65535"))
-            for _, other_start, other_length, other in ranges[:i]:
-                if start < other_start + other_length and other_start < start + length:
-                    span = f"{start}-{start + length - 1}" if length > 1 else str(start)
-                    out.append(Violation(path, f"{what} ({span} on the engine's host) overlap {other}: one host "
-                                         "port can be published once; move one of them"))  # fmt: skip
-        return out
+        return tcp_routes(self)
 
     def _check_admin_exposure(self) -> list[Violation]:
         """The platform UIs are internal unless made public: an internal one needs the operators' networks."""

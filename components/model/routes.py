@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .base import Violation, config_path
+from .base import Violation
 from .stacks import Routing
 
 if TYPE_CHECKING:
@@ -95,54 +95,4 @@ def route_rules(spec: EstateSpec, routes: list[Route]) -> tuple[list[Violation],
                 advice = (f"set _acme-challenge.{dns} as a CNAME into {spec.domain}'s ACME zone, "
                           "or no valid certificate can be issued")
                 warnings.append(Violation(where, f"{dns} is outside {spec.domain}: {advice}"))
-    return errors, warnings
-
-
-@dataclass(frozen=True)
-class Publication:
-    """A port a stack's service publishes itself (not through the L7), and where its file says so."""
-
-    stack: str
-    service: str
-    port: int
-    protocol: str
-    mode: str  # ingress: on every node; host: on the nodes running a task
-    where: str  # `<file>: service <name>: ports`
-
-    @property
-    def shown(self) -> str:
-        return f"{self.port}/{self.protocol} ({self.mode} mode)"
-
-
-def port_rules(spec: EstateSpec, publications: list[Publication]) -> tuple[list[str], list[str]]:
-    """(errors, warnings): every port a stack publishes, against the ports the estate holds on the nodes (the
-    swarm's, sshd's, the L7's in host mode: HTTP, HTTPS, stats, TCP routes) and against the other stacks'. Swarm
-    refuses such a clash only at `up`, with half the estate updated; here both owners are named up front."""
-    errors, warnings = [], []
-    held = {(h.port, h.protocol): h for h in reversed(spec.host_ports())}
-    for pub in publications:
-        claim = held.get((pub.port, pub.protocol))
-        if claim is None:
-            continue
-        if claim.l7:
-            reach = ("ingress mode publishes it on every node, the L7 nodes included" if pub.mode == "ingress"
-                     else "host mode would take it on any L7 node a task lands on")  # fmt: skip
-            errors.append(f"{pub.where}: {pub.shown} clashes with {claim.owner} ({config_path(claim.path)}), "
-                          f"which the L7 publishes in host mode on its nodes: {reach}; publish another port, or "
-                          "route the service through the L7")  # fmt: skip
-        else:
-            errors.append(f"{pub.where}: {pub.shown} is {claim.owner}, which every node needs for the swarm "
-                          "itself; publish another port")  # fmt: skip
-    seen: dict[tuple[int, str], Publication] = {}
-    for pub in publications:
-        key = (pub.port, pub.protocol)
-        first = seen.setdefault(key, pub)
-        if first is pub or (first.stack, first.service) == (pub.stack, pub.service):
-            continue
-        both = f"{pub.where}: {pub.shown} is also published by {first.where.removesuffix(': ports')} as {first.shown}"
-        if "ingress" in (pub.mode, first.mode):
-            errors.append(f"{both}: a port in ingress mode is taken on every node, so Swarm refuses the second")
-        else:
-            warnings.append(f"{both}: both in host mode, so Swarm never places the two on one node (tasks stay "
-                            "pending when every node already runs the other)")  # fmt: skip
     return errors, warnings
