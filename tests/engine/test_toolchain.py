@@ -36,6 +36,13 @@ DOCKER_DIFFERENCES = {
     "docker:index/dockerBuild:DockerBuild: only published",
     "docker:index/registry:Registry: only published",
 }
+# pulumi-libvirt 0.5.4 bridges upstream v0.8.1, which the Go proxy does not serve; the stand-in bridges v0.8.3,
+# whose one addition is a `private` (macvtap private mode) network interface. The bridge release the stand-ins
+# use serves every provider's `terraformConfig` method, newer than the bridge pulumi-libvirt 0.5.4 was built with.
+LIBVIRT_DIFFERENCES = {
+    "libvirt:index/DomainNetworkInterface:DomainNetworkInterface.private: only in the stand-in",
+    "pulumi:providers:libvirt/terraformConfig: only in the stand-in",
+}
 # pulumi-go-provider cannot put assets in a function's result.
 COMMAND_DIFFERENCES = {
     "function command:local:run.outputs.archive: only published",
@@ -54,7 +61,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]
     """The schema each stand-in provider serves to the engine (`pulumi package get-schema`)."""
     env = cli_env(tmp_path_factory.mktemp("schemas"))
     out = {}
-    for name in ("docker", "command"):
+    for name in ("docker", "command", "libvirt"):
         binary = toolchain_bin() / f"pulumi-resource-{name}"
         result = subprocess.run(["pulumi", "package", "get-schema", str(binary)], capture_output=True, text=True,
                                 env=env, timeout=300, check=True)
@@ -81,8 +88,8 @@ def differences(ours: dict[str, Any], theirs: dict[str, Any], kinds: tuple[str, 
             if kind == "functions":
                 parts = [(".inputs", "inputs"), (".outputs", "outputs")]
             for suffix, field in parts:
-                pa = (a.get(field) or {}) if kind != "functions" else a[field].get("properties", {})
-                pb = (b.get(field) or {}) if kind != "functions" else b[field].get("properties", {})
+                pa = (a.get(field) or {}) if kind != "functions" else (a.get(field) or {}).get("properties", {})
+                pb = (b.get(field) or {}) if kind != "functions" else (b.get(field) or {}).get("properties", {})
                 where = f"function {token}{suffix}" if kind == "functions" else token
                 for name in set(pa) | set(pb):
                     if name not in pa:
@@ -106,6 +113,7 @@ def test_the_binaries_report_the_pinned_versions(tmp_path: Path, served: dict[st
     assert cli >= sdk, (cli, sdk)  # the SDK's release, or the nearest newer one the Go proxy serves
     assert served["docker"]["version"] == requirement("pulumi-docker")
     assert served["command"]["version"] == requirement("pulumi-command")
+    assert served["libvirt"]["version"] == requirement("pulumi-libvirt")
 
 
 def test_a_second_run_builds_nothing() -> None:
@@ -133,3 +141,11 @@ def test_the_command_stand_in_serves_pulumi_commands_schema(served: dict[str, di
     published_types = {k: v for k, v in published["types"].items() if k.startswith(modules)}
     trimmed = {**published, "resources": published_resources, "types": published_types}
     assert differences(ours, trimmed, ("resources", "types", "functions")) == COMMAND_DIFFERENCES
+
+
+@needs_schemas
+def test_the_libvirt_stand_in_serves_pulumi_libvirts_schema(served: dict[str, dict[str, Any]]) -> None:
+    published = json.loads((SCHEMAS / "libvirt-0.5.4.json").read_text())
+    ours = served["libvirt"]
+    assert differences(ours, published, ("resources", "types", "functions")) == LIBVIRT_DIFFERENCES
+    assert sorted(ours["config"]["variables"]) == sorted(published["config"]["variables"])
