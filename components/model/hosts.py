@@ -72,6 +72,11 @@ class BaseImage(Strict):
     volume: str | None = Field(default=None, description="use this existing volume of the pool instead of downloading")
     format: Literal["qcow2", "raw"] = Field(default="qcow2", description="disk format of the base image")
     family: Literal["debian", "rhel"] = Field(default="debian", description="package family, decides package names")
+    offline: bool = Field(
+        default=False,
+        description="the image already holds every package the nodes need and they reach no package mirror: "
+        "nothing is installed at boot or in a bootstrap, and a package the image lacks fails the host, named",
+    )
 
 
 class SshAccess(Strict):

@@ -71,6 +71,8 @@ class HostProfile:
     # systemd units to enable and (re)start once packages and files are in place.
     services: tuple[Service, ...] = ()
     docker_user: bool = False
+    # The packages are in the image already and no mirror answers (base_image.offline): install nothing.
+    offline: bool = False
 
     def digest(self) -> str:
         """Content hash of the profile: changes whenever anything the host receives changes."""
@@ -221,6 +223,7 @@ def docker_host_profile(spec: EstateSpec, node: Node, *, vm: bool = True) -> Hos
             Service("docker.service", ("/etc/docker/",)),
         ),
         docker_user=True,
+        offline=spec.base_image.offline,
     )
 
 
@@ -246,6 +249,10 @@ def _dump(doc: object) -> str:
 def ready_marker_command(profile: HostProfile, digest: str) -> str:
     """Write the marker only if the host really is ready: runcmd goes on after a failed step."""
     checks = []
+    if profile.offline and profile.packages:
+        # Nothing was installed: the marker says the image had what the host needs.
+        names = " ".join(profile.packages)
+        checks.append(f"{{ dpkg-query -W {names} >/dev/null 2>&1 || rpm -q {names} >/dev/null 2>&1; }}")
     if profile.services:
         checks.append("systemctl is-active --quiet " + " ".join(s.unit for s in profile.services))
     checks += [f"mountpoint -q {m.target}" for m in profile.mounts]
@@ -275,9 +282,10 @@ def render_user_data(spec: EstateSpec, profile: HostProfile, digest: str | None 
         ],
         "disable_root": True,
         "ssh_pwauth": False,
-        "package_update": True,
-        "packages": list(profile.packages),
     }
+    if not profile.offline:
+        doc["package_update"] = True
+        doc["packages"] = list(profile.packages)
     if profile.files:
         doc["write_files"] = [
             {"path": f.path, "content": f.content, "owner": "root:root", "permissions": f.permissions}
@@ -342,6 +350,7 @@ def bootstrap_environment(
         "SE_HOSTNAME": profile.hostname,
         "SE_USER": user or spec.ssh.user,
         "SE_PACKAGES": " ".join(profile.packages),
+        "SE_OFFLINE": "1" if profile.offline else "",
         "SE_FILES": "\n".join(f"{f.path} {f.permissions} {_b64(f.content)}" for f in profile.files),
         "SE_FSTAB": "\n".join(m.fstab_line() for m in profile.mounts),
         "SE_SERVICES": " ".join(s.word() for s in profile.services),

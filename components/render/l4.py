@@ -207,6 +207,7 @@ def l4_profile(spec: EstateSpec, index: int, *, vm: bool) -> HostProfile:
             Service("haproxy.service", (HAPROXY_CFG,), reload=True),
             Service("keepalived.service", (KEEPALIVED_CONF, KEEPALIVED_DROP_IN), reload=True),
         ),
+        offline=spec.base_image.offline,
     )
 
 

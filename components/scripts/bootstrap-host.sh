@@ -8,6 +8,7 @@
 #   SE_HOSTNAME    host name (also the swarm node name)
 #   SE_USER        ops user; added to the docker group when SE_DOCKER_USER=1
 #   SE_PACKAGES    space-separated packages that must be installed
+#   SE_OFFLINE     1: no package mirror answers (base_image.offline): a missing package is an error, not an install
 #   SE_FILES       one "path mode base64-content" line per file
 #   SE_FSTAB       fstab lines of the NFS mounts
 #   SE_SERVICES    "unit=watched-path,watched-path" words: enabled, running, restarted when a
@@ -87,6 +88,10 @@ main() {
             rpm -q "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
         fi
     done
+    if [ "${#missing[@]}" -gt 0 ] && [ -n "${SE_OFFLINE:-}" ]; then
+        log "the image lacks ${missing[*]} and this site installs nothing (base_image.offline): add them to the image"
+        exit 1
+    fi
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing ${missing[*]}"
         if command -v apt-get >/dev/null; then

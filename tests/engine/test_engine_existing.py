@@ -13,7 +13,6 @@ import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Network
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ import pytest
 from components.render.cloudinit import READY_MARKER
 from tests.harness import Engine, Lab, free_subnet
 from tests.harness.estates import LocalImages
-from tests.harness.hosts import OPS_USER, host_image
+from tests.harness.hosts import OPS_USER, host_image, operator_ssh
 from tests.harness.probe import Swarm, request
 from tests.harness.project import estate_of
 from tests.harness.pulumi import PulumiStack
@@ -68,25 +67,6 @@ class Existing:
     swarm: Swarm
 
 
-def operator_ssh(lab: Lab, where: Path) -> dict[str, str]:
-    """An SSH configuration that reaches the lab's hosts with the lab's key, as an operator's ~/.ssh/config
-    does. OpenSSH reads ~/.ssh from the password database, not $HOME, so an `ssh` first on PATH passes it with
-    -F: the machine's own ~/.ssh is left alone."""
-    where.mkdir(parents=True, exist_ok=True)
-    config = where / "ssh_config"
-    config.write_text(
-        f"Host {lab.subnet.network_address.exploded.rsplit('.', 1)[0]}.*\n"
-        f"  IdentityFile {lab.key}\n  IdentitiesOnly yes\n"
-        f"  StrictHostKeyChecking accept-new\n  UserKnownHostsFile {where / 'known_hosts'}\n"
-    )
-    config.chmod(0o600)
-    wrapper = where / "bin" / "ssh"
-    wrapper.parent.mkdir(exist_ok=True)
-    wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {config} "$@"\n')
-    wrapper.chmod(0o755)
-    return {"PATH": str(wrapper.parent)}
-
-
 @pytest.fixture(scope="module")
 def existing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Existing]:
     engine = Engine.start()
@@ -104,7 +84,7 @@ def existing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Existing]:
         estate = existing_estate(subnet, nodes, images)
         stack = PulumiStack.create(work / "pulumi", "existing", {"swarm-estate:estate": estate},
                                    secrets={"swarm-estate:sshPrivateKey": lab.key.read_text()},
-                                   extra_env=operator_ssh(lab, work / "ssh"))
+                                   extra_env=operator_ssh(lab.subnet, lab.key, work / "ssh"))
         manager = lab.nodes["manager1"]
 
         def on_manager(args: Any, timeout: float) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import tempfile
+from ipaddress import IPv4Network
 from pathlib import Path
 
 from tools.images import SUITE, DockerCli, debootstrap_tarball
@@ -208,3 +209,23 @@ def host_image(engine: DockerCli) -> str:
         engine.run("build", "-q", "-t", ref, context, timeout=300, env={"DOCKER_BUILDKIT": "0"})
     engine.run("image", "rm", rootfs_ref, check=False)  # only the tag: the build's layers stay
     return ref
+
+
+def operator_ssh(subnet: IPv4Network, key: Path, where: Path) -> dict[str, str]:
+    """An SSH configuration that reaches the hosts of `subnet` with `key`, as an operator's ~/.ssh/config does
+    (the docker provider's `ssh://` host and the drift check run `ssh`). OpenSSH reads ~/.ssh from the password
+    database, not $HOME, so an `ssh` first on PATH passes it with -F: the machine's own ~/.ssh is left alone.
+    Returns the environment to give the Pulumi CLI."""
+    where.mkdir(parents=True, exist_ok=True)
+    config = where / "ssh_config"
+    config.write_text(
+        f"Host {subnet.network_address.exploded.rsplit('.', 1)[0]}.*\n"
+        f"  IdentityFile {key}\n  IdentitiesOnly yes\n"
+        f"  StrictHostKeyChecking accept-new\n  UserKnownHostsFile {where / 'known_hosts'}\n"
+    )
+    config.chmod(0o600)
+    wrapper = where / "bin" / "ssh"
+    wrapper.parent.mkdir(exist_ok=True)
+    wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {config} "$@"\n')
+    wrapper.chmod(0o755)
+    return {"PATH": str(wrapper.parent)}

@@ -13,7 +13,7 @@ import yaml
 from components.model import EstateSpec, load_estate
 from components.render import cloudinit as ci
 from components.render.l4 import l4_profile
-from tests.harness.project import prod_spec
+from tests.harness.project import estate_of, prod_spec
 from tests.harness.specs import TEST_CA, run_tool, tool, variant
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -106,6 +106,25 @@ def test_node_cloud_config_says_what_the_host_needs() -> None:
     )
     restarts = [c for c in doc["runcmd"] if c[:2] == ["systemctl", "restart"]]
     assert ["systemctl", "restart", "docker.service"] in restarts
+
+
+def test_an_offline_site_installs_nothing_and_its_marker_checks_the_image(tmp_path: Path) -> None:
+    raw = estate_of("prod")
+    raw["base_image"]["offline"] = True
+    spec = load_estate(raw)
+    profile = ci.docker_host_profile(spec, spec.nodes[0])
+    text = ci.render_user_data(spec, profile)
+    doc = yaml.safe_load(text)
+    # cloud-init's package module would run `apt-get update` against a mirror nobody reaches
+    assert "packages" not in doc and "package_update" not in doc
+    marker = doc["runcmd"][-1][-1]
+    assert marker.startswith("{ dpkg-query -W nftables chrony qemu-guest-agent docker.io nfs-common >/dev/null")
+    path = tmp_path / "offline.yaml"
+    path.write_text(text)
+    result = run_tool([tool("cloud-init"), "schema", "--config-file", str(path)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ci.bootstrap_environment(spec, profile)["SE_OFFLINE"] == "1"
+    assert ci.bootstrap_environment(prod_spec(), ci.docker_host_profile(prod_spec(), spec.nodes[0]))["SE_OFFLINE"] == ""
 
 
 def test_registry_is_trusted_by_ca_unless_explicitly_insecure() -> None:

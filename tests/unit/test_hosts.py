@@ -391,6 +391,25 @@ def test_bootstrap_converges_once_and_then_changes_nothing(sandbox: dict[str, An
     assert _acting(calls) == ["systemctl restart docker.service"]
 
 
+def test_bootstrap_on_an_offline_site_names_what_the_image_lacks_and_installs_nothing(sandbox: dict[str, Any]) -> None:
+    raw = estate_of("prod")
+    raw["base_image"]["offline"] = True
+    spec = load_estate(raw)
+    env = ci.bootstrap_environment(spec, ci.docker_host_profile(spec, spec.workers[0], vm=False))
+    for pkg in ("nftables", "chrony", "docker.io"):  # the image has all but nfs-common
+        (sandbox["state"] / "pkg" / pkg).touch()
+    stdin = bootstrap_stdin({**env, "SE_ROOT": str(sandbox["root"])})
+    run_env = {"PATH": f"{sandbox['stubs']}:/usr/bin:/bin", "STATE": str(sandbox["state"]), "HOME": "/tmp"}
+    result = subprocess.run(["bash", "-s"], input=stdin, capture_output=True, text=True, env=run_env, timeout=60)
+    assert result.returncode == 1
+    assert "the image lacks nfs-common" in result.stderr and "base_image.offline" in result.stderr
+    assert not any(c.startswith("apt-get") for c in (sandbox["state"] / "calls").read_text().splitlines())
+
+    (sandbox["state"] / "pkg" / "nfs-common").touch()
+    out, calls = _converge(sandbox, env)
+    assert out.startswith("changed: ") and not any(c.startswith("apt-get") for c in calls)
+
+
 def test_bootstrap_reloads_haproxy_gracefully_when_the_l4_config_changes(sandbox: dict[str, Any]) -> None:
     spec = prod_spec()
     env = ci.bootstrap_environment(spec, l4_profile(spec, 0, vm=False))
