@@ -16,6 +16,7 @@ os.environ.setdefault("DOCKER_API_VERSION", "1.41")
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: real engines or real traffic; run by .ci/run, skip with -m 'not slow'")
+    config.addinivalue_line("markers", "libvirt: VMs on a libvirtd of its own (minutes); run alone with -m libvirt")
 
 
 @pytest.fixture

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ from tests.harness import Engine, free_subnet
 from tests.harness.estates import LocalImages, local_dev
 from tests.harness.probe import Rotation, Swarm
 from tests.harness.project import estate_of
-from tests.harness.pulumi import PulumiStack
+from tests.harness.pulumi import PulumiStack, phases
 from tests.harness.wait import wait_until
 
 Row = tuple[str, str, str]
@@ -36,27 +34,14 @@ def timed(action: Any) -> float:
     return time.monotonic() - started
 
 
-def phases(event_log: Path, started: float) -> dict[str, float]:
-    """Seconds from the start of `up` until the last step of each kind finished (the engine's event log)."""
-    kinds = {
-        "node containers": r"-nodes-(manager|worker)\d+$",
-        "engines answering": r"-nodes-\w+-ready$",
-        "images in nodes": r"-nodes-\w+-images$",
-        "swarm formed": r"-swarm-\w+-membership$",
-        "L7 service": r"-l7-service$",
-        "demo service": r"-stack-demo-web$",
-    }
-    done: dict[str, float] = {}
-    for line in event_log.read_text().splitlines():
-        event = json.loads(line)
-        outputs = event.get("resOutputsEvent")
-        if not outputs:
-            continue
-        name = outputs["metadata"]["urn"].rsplit("::", 1)[-1]
-        for kind, pattern in kinds.items():
-            if re.search(pattern, name):
-                done[kind] = max(done.get(kind, 0.0), event["timestamp"] - started)
-    return done
+DEV_PHASES = {
+    "node containers": r"-nodes-(manager|worker)\d+$",
+    "engines answering": r"-nodes-\w+-ready$",
+    "images in nodes": r"-nodes-\w+-images$",
+    "swarm formed": r"-swarm-\w+-membership$",
+    "L7 service": r"-l7-service$",
+    "demo service": r"-stack-demo-web$",
+}
 
 
 def dev_figures(work: Path) -> list[Row]:
@@ -74,7 +59,7 @@ def dev_figures(work: Path) -> list[Row]:
         backends_at = rotation.wait(lambda c: all(v == 2 for v in c.values()), 300, "both replicas UP on both L7s")
         rows: list[Row] = [("dev", "pulumi up from empty", f"{up_s:.1f} s"),
                            ("dev", "up from empty to every L7 backend UP", f"{backends_at - started:.1f} s")]
-        rows += [("dev", f"  ... {kind} done", f"{t:.1f} s") for kind, t in phases(log, started).items()]
+        rows += [("dev", f"  ... {kind} done", f"{t:.1f} s") for kind, t in phases(log, started, DEV_PHASES).items()]
         rows.append(("dev", "no-change preview", f"{timed(lambda: stack.preview(expect_no_changes=True)):.1f} s"))
         rows.append(("dev", "no-change up", f"{timed(stack.up):.1f} s"))
         rows.append(("dev", "destroy", f"{timed(stack.destroy):.1f} s"))

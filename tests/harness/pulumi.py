@@ -313,3 +313,19 @@ class PulumiStack:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def phases(event_log: Path, started: float, kinds: dict[str, str]) -> dict[str, float]:
+    """Seconds from `started` (a time.time()) until the last resource whose name matches each kind's pattern
+    finished, from the engine's own event log (`pulumi up --event-log`)."""
+    done: dict[str, float] = {}
+    for line in event_log.read_text().splitlines():
+        event = json.loads(line)
+        outputs = event.get("resOutputsEvent")
+        if not outputs:
+            continue
+        name = outputs["metadata"]["urn"].rsplit("::", 1)[-1]
+        for kind, pattern in kinds.items():
+            if re.search(pattern, name):
+                done[kind] = max(done.get(kind, 0.0), event["timestamp"] - started)
+    return done
