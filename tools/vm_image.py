@@ -42,6 +42,7 @@ PACKAGES = (
     "ifupdown",  # cloud-init's Debian renderer (eni) for the program's static network config
     "iproute2", "procps", "nftables", "chrony", "qemu-guest-agent",
     "docker.io", "nfs-common",
+    "apparmor",  # the guest kernel enforces AppArmor: without apparmor_parser Docker starts no container
     "haproxy", "keepalived",  # the L4 nodes
 )
 # Bump when the steps below change in a way the inputs do not show.

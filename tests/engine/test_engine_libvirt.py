@@ -74,6 +74,7 @@ class VmLab:
     addresses: dict[str, str]
     swarm: Swarm
     up_log: Path
+    up_started: float = 0.0
 
     def estate(self) -> dict[str, Any]:
         """The stack's estate config as it stands (to change and set again)."""
@@ -137,7 +138,7 @@ def test_up_boots_the_vms_from_the_programs_disks_and_cloud_init_and_forms_the_s
     kinds = {s.type for s in plan.steps}
     assert {"libvirt:index/domain:Domain", "libvirt:index/volume:Volume", "libvirt:index/cloudInitDisk:CloudInitDisk",
             "libvirt:index/network:Network"} <= kinds
-    started = time.time()
+    started = vmlab.up_started = time.time()
     vmlab.stack.up("--event-log", str(vmlab.up_log), timeout=UP_TIMEOUT_S)
     print(f"\nlibvirt estate: pulumi up from empty {time.time() - started:.0f} s (software emulation)")
     for kind, seconds in phases(vmlab.up_log, started, PHASES).items():
@@ -165,6 +166,9 @@ def test_the_l7_serves_the_demo_on_the_workers_address(vmlab: VmLab) -> None:
     answer = wait_until(lambda: (a := request(entry, DEMO_HOST, "/hostname", own=vmlab.subnet)).status == 200 and a,
                         SETTLE_S, f"the demo through {entry}")
     assert answer.body.strip() in set(replicas)
+    if vmlab.up_started:
+        print(f"\nlibvirt estate: the demo answered through the L7 {time.time() - vmlab.up_started:.0f} s after "
+              "up began")
 
 
 def test_a_second_preview_plans_nothing(vmlab: VmLab) -> None:
