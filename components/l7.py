@@ -149,7 +149,11 @@ class L7(pulumi.ComponentResource):
                     stop_signal="SIGUSR1",
                     stop_grace_period="15s",
                     healthcheck=docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
-                        tests=healthcheck_command(spec), interval="5s", timeout="2s", retries=3, start_period="5s"
+                        tests=healthcheck_command(spec),
+                        interval=spec.l7.container_check.interval,
+                        timeout=spec.l7.container_check.timeout,
+                        retries=spec.l7.container_check.retries,
+                        start_period=spec.l7.container_check.start_period,
                     ),
                 ),
                 networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.network.id)],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 from typing import Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from .base import AUTONAME_SUFFIX, Duration, Labels, Name, Port, SecretRef, Strict, Violation, raise_if_any
 
@@ -32,6 +32,22 @@ class HealthCheck(Strict):
     inter: Duration = Field(default="2s", description="time between health checks of one backend server")
     rise: PositiveInt = Field(default=2, description="passing checks before a server is put in")
     fall: PositiveInt = Field(default=3, description="failing checks before a server is taken out")
+
+
+class ContainerCheck(Strict):
+    """Docker's health check of a container: a task that fails it `retries` times in a row is replaced."""
+
+    interval: Duration = Field(default="5s", description="time between checks")
+    timeout: Duration = Field(default="2s", description="a check slower than this fails (raise it on slow hosts)")
+    retries: PositiveInt = Field(default=3, description="failed checks in a row before the task is unhealthy")
+    start_period: Duration = Field(default="5s", description="failures right after start that do not count")
+
+    @field_validator("interval", "timeout", "start_period")
+    @classmethod
+    def _docker_duration(cls, value: str) -> str:
+        if value.endswith("d"):
+            raise ValueError(f"{value!r}: Docker takes ms, s, m or h here, not days")
+        return value
 
 
 SELF_SIGNED_NAME = "self-signed"  # the generated certificate's file (l7.self_signed)
@@ -69,6 +85,9 @@ class L7Spec(Strict):
         default=None, description="default per-client request limit of routed services"
     )
     check: HealthCheck = Field(default_factory=HealthCheck, description="backend health check timing")
+    container_check: ContainerCheck = Field(
+        default_factory=ContainerCheck, description="Docker's health check of each L7 task (its monitor URI)"
+    )
     dns_hold_valid: Duration = Field(default="2s", description="how long a resolved backend address is trusted")
     update_delay: Duration = Field(default="10s", description="pause between L7 tasks during a rolling update")
     stats: Stats = Field(default_factory=Stats, description="operator frontend")

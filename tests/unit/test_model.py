@@ -278,3 +278,17 @@ def test_platform_routes_answer_the_operators_unless_public():
     raw["portainer"]["public"] = raw["registry"]["public"] = True
     routes = {r.stack: r.routing for r in prepare(raw, ROOT, "prod").routes}
     assert routes["portainer"].allow == [] and routes["registry"].allow == []
+
+
+def test_the_l7_tasks_container_check_is_the_models_and_takes_only_docker_durations(dev_estate, synth):
+    default = synth(dev_estate)
+    (service,) = [r for r in default.by_type("docker:index/service:Service") if r["name"].endswith("-l7-service")]
+    check = service["inputs"]["taskSpec"]["containerSpec"]["healthcheck"]
+    assert (check["interval"], check["timeout"], check["retries"], check["startPeriod"]) == ("5s", "2s", 3, "5s")
+    dev_estate["l7"]["container_check"] = {"timeout": "30s", "start_period": "2m"}
+    slow = synth(dev_estate)
+    (service,) = [r for r in slow.by_type("docker:index/service:Service") if r["name"].endswith("-l7-service")]
+    check = service["inputs"]["taskSpec"]["containerSpec"]["healthcheck"]
+    assert (check["timeout"], check["startPeriod"]) == ("30s", "2m")
+    dev_estate["l7"]["container_check"] = {"timeout": "1d"}
+    assert_rule(dev_estate, "l7.container_check.timeout", "Docker takes ms, s, m or h here, not days")
