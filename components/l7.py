@@ -22,7 +22,7 @@ from .config_secrets import SecretSource
 from .model import EstateSpec, Route
 from .model.proxy import SELF_SIGNED_NAME
 from .render.l7 import CERT_DIR, CONFIG_PATH, render_l7_config
-from .units import duration_ms, go_duration, parse_duration
+from .units import duration_ms, parse_duration, service_duration
 
 __all__ = ["L7", "L7Args", "healthcheck_command", "render_l7_config", "self_signed_command"]
 
@@ -127,7 +127,8 @@ class L7(pulumi.ComponentResource):
 
         ports = [(held.port, held.l7) for held in spec.host_ports() if held.l7]
         ((label_key, label_value),) = l7.node_label.items()
-        delay = go_duration(parse_duration(l7.update_delay, days=True))
+        delay = service_duration(parse_duration(l7.update_delay, days=True))
+        check = l7.container_check
 
         service = docker.Service(
             f"{name}-service",
@@ -150,10 +151,10 @@ class L7(pulumi.ComponentResource):
                     stop_grace_period="15s",
                     healthcheck=docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
                         tests=healthcheck_command(spec),
-                        interval=spec.l7.container_check.interval,
-                        timeout=spec.l7.container_check.timeout,
-                        retries=spec.l7.container_check.retries,
-                        start_period=spec.l7.container_check.start_period,
+                        interval=service_duration(parse_duration(check.interval)),
+                        timeout=service_duration(parse_duration(check.timeout)),
+                        retries=check.retries,
+                        start_period=service_duration(parse_duration(check.start_period)),
                     ),
                 ),
                 networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.network.id)],

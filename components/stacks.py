@@ -30,7 +30,7 @@ from .compose.spec import (
 from .config_secrets import SecretSource
 from .render.compose import render_compose
 from .swarm import ipam_config
-from .units import go_duration
+from .units import service_duration
 
 __all__ = ["AppStack", "AppStackArgs", "content_name"]
 
@@ -179,7 +179,7 @@ def endpoint_spec(service: ServiceSpec) -> docker.ServiceEndpointSpecArgs:
 
 
 def _dur(ns: int | None) -> str | None:
-    return None if ns is None else go_duration(ns)
+    return None if ns is None else service_duration(ns)
 
 
 def update_args(cfg: UpdateConfig | None, cls):

@@ -52,6 +52,18 @@ def go_duration(ns: int) -> str:
     return f"{seconds}s"
 
 
+def service_duration(ns: int) -> str:
+    """Nanoseconds -> the text the docker provider reads a service's duration back as: Go's, with a trailing
+    `0s` after minutes and `0m` after hours dropped (kreuzwerker's shortDur: 2m, 1h, 1m30s). A service given
+    any other spelling of the same time (120s, 2m0s) would be planned as an update by every preview."""
+    text = go_duration(ns)
+    if text.endswith("m0s"):
+        text = text[:-2]
+    if text.endswith("h0m"):
+        text = text[:-2]
+    return text
+
+
 def _trim(number: float) -> str:
     return f"{number:.9f}".rstrip("0").rstrip(".")
 

@@ -213,7 +213,12 @@ def hello_stack(dev: Dev) -> dict[str, Any]:
         "services:\n"
         "  web:\n"
         "    image: ${APP_IMAGE}\n"
-        "    deploy: {replicas: 1}\n"
+        # times in minutes, spelt as people do: the provider reads them back as 1m30s, 2m, 1m
+        "    stop_grace_period: 90s\n"
+        "    deploy:\n"
+        "      replicas: 1\n"
+        "      restart_policy: {condition: any, delay: 1m0s, window: 120s}\n"
+        "      update_config: {delay: 60s}\n"
     )
     return {
         "compose": str(folder / "docker-compose.yml"),
@@ -254,6 +259,7 @@ def test_adding_a_route_and_a_stack_creates_it_and_rolls_only_the_l7(dev: Dev) -
     events = dev.workdir / "add-stack-events.jsonl"
     dev.stack.up("--event-log", str(events))
     assert_config_swapped_in_order(events, created_config, deleted_config)
+    dev.stack.preview(expect_no_changes=True)  # the new stack's durations read back as they were given
     all_replicas_answer(dev, "hello_web", HELLO_HOST, 1)
     new_config = dev.swarm.service("l7_haproxy")["Spec"]["TaskTemplate"]["ContainerSpec"]["Configs"]
     assert [c["ConfigName"] for c in new_config] != [c["ConfigName"] for c in old_config]

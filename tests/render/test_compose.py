@@ -19,7 +19,7 @@ from components.compose.parse import parse_compose
 from components.model import EstateConfigError, load_estate
 from components.platform_stacks import platform_stacks
 from components.prepare import prepare
-from components.units import go_duration, parse_bytes, parse_duration
+from components.units import go_duration, parse_bytes, parse_duration, service_duration
 from tests.harness.compose import assert_same_as_docker, docker_stack_config
 from tests.harness.project import COMPOSE_CASES, ROOT, estate_of
 
@@ -101,6 +101,16 @@ def test_unset_variable_without_default_names_file_service_and_key(tmp_path: Pat
 def test_durations_follow_go(text: str, ns: int, go: str):
     assert parse_duration(text) == ns
     assert go_duration(ns) == go
+
+
+@pytest.mark.parametrize(
+    ("text", "provider"),
+    [("120s", "2m"), ("2m0s", "2m"), ("90s", "1m30s"), ("1h", "1h"), ("3600s", "1h"), ("1h30m", "1h30m"),
+     ("3601s", "1h0m1s"), ("30s", "30s"), ("500ms", "500ms")],
+)  # fmt: skip
+def test_service_durations_are_spelt_as_the_provider_reads_them_back(text: str, provider: str):
+    """kreuzwerker's shortDur (resource_docker_service_structures.go): Go's text without a trailing 0s or 0m."""
+    assert service_duration(parse_duration(text)) == provider
 
 
 def test_days_are_not_go():

@@ -71,7 +71,7 @@ def test_conductor_matches_the_seed(prod: SynthResult):
     assert server["mode"] == {"replicated": {"replicas": 2}}
     assert task["placement"]["constraints"] == ["node.role == worker"]
     assert task["logDriver"] == {"name": "journald"}
-    assert task["restartPolicy"] == {"condition": "on-failure", "delay": "5s", "maxAttempts": 3, "window": "2m0s"}
+    assert task["restartPolicy"] == {"condition": "on-failure", "delay": "5s", "maxAttempts": 3, "window": "2m"}
     (config,) = task["containerSpec"]["configs"]
     assert config["fileName"] == "/app/config/conductor-swarm-config.properties"
     assert config["configId"].startswith("conductor-config-swarm-config-") and config["configId"].endswith("-id")
