@@ -59,6 +59,17 @@ def self_signed_command(domain: str) -> str:
     )
 
 
+def converge_timeout_s(spec: EstateSpec) -> int:
+    """How long `up` waits for every L7 task to run: each node in turn gets its update delay, a minute to start,
+    and its container check's worst case to turn healthy (a task is not running before its first passing check)."""
+    l7, check = spec.l7, spec.l7.container_check
+    healthy_s = (
+        parse_duration(check.start_period) + (check.retries + 1) * parse_duration(check.interval)
+        + parse_duration(check.timeout)
+    ) // 10**9
+    return max(180, l7.replicas * (duration_ms(l7.update_delay) // 1000 + 60 + healthy_s))
+
+
 def healthcheck_command(spec: EstateSpec) -> list[str]:
     """Container healthcheck: the monitor URI answers 200 (or, without the stats frontend, the HTTP port accepts).
 
@@ -181,9 +192,7 @@ class L7(pulumi.ComponentResource):
             rollback_config=docker.ServiceRollbackConfigArgs(
                 parallelism=1, delay=delay, order="stop-first", failure_action="pause", monitor="10s"
             ),
-            converge_config=docker.ServiceConvergeConfigArgs(
-                delay="2s", timeout=f"{max(180, l7.replicas * (duration_ms(l7.update_delay) // 1000 + 60))}s"
-            ),
+            converge_config=docker.ServiceConvergeConfigArgs(delay="2s", timeout=f"{converge_timeout_s(spec)}s"),
             opts=child,
         )
 

@@ -148,10 +148,7 @@ def _configure(rootfs: Path) -> None:
     wants.parent.mkdir(parents=True, exist_ok=True)
     wants.symlink_to(f"/etc/systemd/system/{PRELOAD_UNIT}")
     grub = rootfs / "boot/grub"
-    (grub / "i386-pc").mkdir(parents=True, exist_ok=True)
-    for module in GRUB_DIR.iterdir():
-        if module.suffix in (".mod", ".lst", ".img") or module.name == "modinfo.sh":
-            shutil.copy2(module, grub / "i386-pc" / module.name)
+    grub.mkdir(parents=True, exist_ok=True)
     # /vmlinuz and /initrd.img: Debian's links, which the kernel package keeps current on upgrades.
     _write(grub / "grub.cfg", f"""set default=0
 set timeout=0
@@ -233,6 +230,13 @@ def disk_image(out_dir: Path, preload: Sequence[Path] = ()) -> Path:
         rootfs, disk = Path(tmp) / "rootfs", Path(tmp) / "disk.raw"
         rootfs.mkdir()
         _run(["tar", "-C", str(rootfs), "--numeric-owner", "-xpf", str(tarball)])  # owners kept: run as root
+        # GRUB's modules come from the same installation as core.img (made below), never from the cache: a
+        # core.img and modules of different GRUB builds do not boot.
+        modules = rootfs / "boot/grub/i386-pc"
+        modules.mkdir(parents=True, exist_ok=True)
+        for module in GRUB_DIR.iterdir():
+            if module.suffix in (".mod", ".lst", ".img") or module.name == "modinfo.sh":
+                shutil.copy2(module, modules / module.name)
         for archive in preload:
             target = rootfs / PRELOAD_DIR.lstrip("/") / archive.name
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -251,8 +251,13 @@ def ready_marker_command(profile: HostProfile, digest: str) -> str:
     checks = []
     if profile.offline and profile.packages:
         # Nothing was installed: the marker says the image had what the host needs.
+        # every package installed ("ii"; dpkg still lists removed ones), or on RPM systems known to rpm
         names = " ".join(profile.packages)
-        checks.append(f"{{ dpkg-query -W {names} >/dev/null 2>&1 || rpm -q {names} >/dev/null 2>&1; }}")
+        want = "ii " * len(profile.packages)
+        checks.append(
+            f"{{ [ \"$(dpkg-query -W -f='${{db:Status-Abbrev}}' {names} 2>/dev/null)\" = '{want}' ]"
+            f" || rpm -q {names} >/dev/null 2>&1; }}"
+        )
     if profile.services:
         checks.append("systemctl is-active --quiet " + " ".join(s.unit for s in profile.services))
     checks += [f"mountpoint -q {m.target}" for m in profile.mounts]

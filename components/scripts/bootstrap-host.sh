@@ -25,6 +25,24 @@ main() {
     local root=${SE_ROOT:-}
     local -a changed=()
     log() { echo "bootstrap ${SE_HOSTNAME}: $*" >&2; }
+    installed() {
+        if command -v dpkg-query >/dev/null; then
+            [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
+        else
+            rpm -q "$1" >/dev/null 2>&1
+        fi
+    }
+    local -a missing=()
+    local pkg
+    for pkg in ${SE_PACKAGES:-}; do
+        installed "$pkg" || missing+=("$pkg")
+    done
+
+    # --- an offline site installs nothing: a package the image lacks fails the host before anything changes
+    if [ "${#missing[@]}" -gt 0 ] && [ -n "${SE_OFFLINE:-}" ]; then
+        log "the image lacks ${missing[*]} and this site installs nothing (base_image.offline): add them to the image"
+        exit 1
+    fi
 
     # --- VMs: cloud-init does the first bootstrap; wait for it rather than racing it ---------
     if [ -n "${SE_WAIT_SECONDS:-}" ]; then
@@ -77,21 +95,11 @@ main() {
         changed+=("$path")
     done <<<"${SE_FILES:-}"
 
-    # --- packages ---------------------------------------------------------------------------------
-    local -a missing=()
-    local pkg
+    # --- packages (checked above, before cloud-init may have installed them: look again) --------------
+    missing=()
     for pkg in ${SE_PACKAGES:-}; do
-        if command -v dpkg-query >/dev/null; then
-            [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" = "install ok installed" ] ||
-                missing+=("$pkg")
-        else
-            rpm -q "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-        fi
+        installed "$pkg" || missing+=("$pkg")
     done
-    if [ "${#missing[@]}" -gt 0 ] && [ -n "${SE_OFFLINE:-}" ]; then
-        log "the image lacks ${missing[*]} and this site installs nothing (base_image.offline): add them to the image"
-        exit 1
-    fi
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing ${missing[*]}"
         if command -v apt-get >/dev/null; then

@@ -213,8 +213,8 @@ def hello_stack(dev: Dev) -> dict[str, Any]:
         "services:\n"
         "  web:\n"
         "    image: ${APP_IMAGE}\n"
-        # times in minutes, spelt as people do: the provider reads them back as 1m30s, 2m, 1m
-        "    stop_grace_period: 90s\n"
+        # times in minutes, spelt as people do: the provider reads them back as 1m, 2m, 1m (not a long
+        # stop_grace_period: busybox as PID 1 ignores SIGTERM, and the provider's delete waits only so long)
         "    deploy:\n"
         "      replicas: 1\n"
         "      restart_policy: {condition: any, delay: 1m0s, window: 120s}\n"

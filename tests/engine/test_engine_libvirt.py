@@ -12,6 +12,7 @@ Slow (VMs boot in about a minute each under TCG): `pytest -m libvirt` runs it al
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shlex
 import subprocess
@@ -92,10 +93,14 @@ class VmLab:
 @pytest.fixture(scope="module")
 def vmlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmLab]:
     work = tmp_path_factory.mktemp("engine-libvirt")
-    daemon = lv.Libvirtd.start()
-    engine = Engine.start()
-    stack: PulumiStack | None = None
-    try:
+    with contextlib.ExitStack() as cleanup:  # each step undone even when the one after it fails
+        try:
+            daemon = lv.Libvirtd.start(owned_prefix="vmlab")
+        except lv.LibvirtdRunningError as exc:
+            pytest.skip(str(exc))
+        cleanup.callback(daemon.stop)
+        engine = Engine.start()
+        cleanup.callback(engine.stop)
         images = LocalImages.build(engine)
         preload = []
         for ref in (images.haproxy, images.app):
@@ -110,6 +115,7 @@ def vmlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmLab]:
         stack = PulumiStack.create(work / "pulumi", "libvirt", {"swarm-estate:estate": estate},
                                    secrets={"swarm-estate:sshPrivateKey": key.read_text()},
                                    extra_env=operator_ssh(subnet, key, work / "ssh"))
+        cleanup.callback(lambda: stack.run("destroy", "--yes", "--skip-preview", check=False, timeout=UP_TIMEOUT_S))
         addresses = {"manager1": str(subnet.network_address + 10), "worker1": str(subnet.network_address + 20)}
         lab: VmLab | None = None
 
@@ -125,11 +131,6 @@ def vmlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmLab]:
 
         lab = VmLab(daemon, stack, key, subnet, addresses, Swarm(on_manager, on_node), work / "up.jsonl")
         yield lab
-    finally:
-        if stack is not None:
-            stack.run("destroy", "--yes", "--skip-preview", check=False, timeout=UP_TIMEOUT_S)
-        engine.stop()
-        daemon.stop()
 
 
 def test_up_boots_the_vms_from_the_programs_disks_and_cloud_init_and_forms_the_swarm(vmlab: VmLab) -> None:
@@ -178,7 +179,8 @@ def test_a_second_preview_plans_nothing(vmlab: VmLab) -> None:
 def test_a_day_2_label_converges_on_the_running_vms(vmlab: VmLab) -> None:
     estate = vmlab.estate()
     estate["swarm"]["managers"]["labels"] = ["zone=a"]
-    vmlab.stack.set_config({"swarm-estate:estate": estate})
+    vmlab.stack.set_config({"swarm-estate:estate": estate},
+                           secrets={"swarm-estate:sshPrivateKey": vmlab.key.read_text()})
     plan = vmlab.stack.preview()
     changed = {s.name for s in plan.changed()}
     assert changed and not any(s.type.startswith("libvirt:") for s in plan.changed()), changed

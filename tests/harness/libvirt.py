@@ -28,6 +28,11 @@ PACKAGES = ("libvirt-daemon", "libvirt-daemon-driver-qemu", "libvirt-clients", "
             "dnsmasq-base", "qemu-system-x86", "qemu-utils")
 START_TIMEOUT_S = 60
 IPTABLES_TABLES = ("filter", "nat", "mangle")
+IPTABLES = ("iptables", "ip6tables")  # libvirt's NAT networks add LIBVIRT_* chains to both
+
+
+class LibvirtdRunningError(RuntimeError):
+    """Another libvirtd runs here: two system-mode daemons would share /run/libvirt's driver state."""
 
 
 def missing() -> list[str]:
@@ -62,13 +67,14 @@ def _pid_alive(pidfile: Path) -> int | None:
         return None
 
 
-def _iptables_libvirt_rules() -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    if shutil.which("iptables") is None:
-        return out
-    for table in IPTABLES_TABLES:
-        rules = _run("iptables", "-t", table, "-S", check=False).stdout.splitlines()
-        out[table] = [r for r in rules if "LIBVIRT_" in r]
+def _iptables_libvirt_rules() -> dict[tuple[str, str], list[str]]:
+    out: dict[tuple[str, str], list[str]] = {}
+    for tool in IPTABLES:
+        if shutil.which(tool) is None:
+            continue
+        for table in IPTABLES_TABLES:
+            rules = _run(tool, "-t", table, "-S", check=False).stdout.splitlines()
+            out[(tool, table)] = [r for r in rules if "LIBVIRT_" in r]
     return out
 
 
@@ -78,7 +84,7 @@ class Libvirtd:
     pool: str
     _started: list[Path] = field(default_factory=list, repr=False)
     _before: dict[str, set[str]] = field(default_factory=dict, repr=False)
-    _iptables_before: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _iptables_before: dict[tuple[str, str], list[str]] = field(default_factory=dict, repr=False)
 
     @property
     def socket(self) -> Path:
@@ -106,13 +112,15 @@ class Libvirtd:
         return {line.split()[0] for line in self.virsh("vol-list", self.pool).splitlines() if line.strip()}
 
     @classmethod
-    def start(cls, pool: str = "swarm-estate-test") -> Libvirtd:
+    def start(cls, pool: str = "swarm-estate-test", owned_prefix: str | None = None) -> Libvirtd:
+        """A new daemon. `owned_prefix`: domains and networks of that name prefix are the test's own, whatever
+        a killed earlier run left of them (libvirt keeps definitions in /etc/libvirt) is removed first."""
         if missing():
             raise RuntimeError(f"libvirt is not installed (missing {', '.join(missing())}): apt-get install "
                                f"--no-install-recommends {' '.join(PACKAGES)}")
         if _run("pgrep", "-x", "libvirtd", check=False).returncode == 0:
             # Two system-mode daemons would share /run/libvirt's driver state.
-            raise RuntimeError("a libvirtd already runs on this machine: stop it, or run this test where none does")
+            raise LibvirtdRunningError("a libvirtd already runs on this machine: stop it, or run this where none does")
         _ensure_accounts()
         # unix socket paths are limited to 108 bytes: keep the directory short.
         root = Path(tempfile.mkdtemp(prefix="se-libvirt-", dir="/tmp"))
@@ -134,6 +142,10 @@ class Libvirtd:
             _run("libvirtd", "-d", "-f", str(root / "libvirtd.conf"), "-p", str(root / "libvirtd.pid"))
             daemon._started.append(root / "libvirtd.pid")
             wait_until(lambda: daemon.virsh("version", check=False), START_TIMEOUT_S, "libvirtd answering")
+            if owned_prefix:
+                stale = {kind: {n for n in daemon.names(kind) if n.startswith(owned_prefix)}
+                         for kind in ("domain", "network")}
+                daemon._remove(stale)
             daemon._before = {kind: daemon.names(kind) for kind in ("domain", "network", "pool")}
             daemon.virsh("pool-create-as", pool, "dir", "--target", str(daemon.pool_dir))
         except BaseException:
@@ -148,19 +160,26 @@ class Libvirtd:
         out["volume"] = self.volumes() if self.pool in self.names("pool") else set()
         return {k: v for k, v in out.items() if v}
 
+    def _remove(self, names: dict[str, set[str]]) -> None:
+        """Destroy and undefine, each on its own: one that fails does not keep the others."""
+        steps = {"domain": (("destroy",), ("undefine", "--nvram")), "network": (("net-destroy",), ("net-undefine",)),
+                 "pool": (("pool-destroy",), ("pool-undefine",))}
+        for kind in ("domain", "network", "pool"):
+            for name in names.get(kind, ()):
+                for step in steps[kind]:
+                    try:
+                        self.virsh(*step, name, check=False)
+                    except subprocess.TimeoutExpired:
+                        pass
+
     def stop(self) -> None:
         try:
             if self.socket.exists():
-                left = self.leftovers()
-                for name in left.get("domain", ()):
-                    self.virsh("destroy", name, check=False)
-                    self.virsh("undefine", name, "--nvram", check=False)
-                for name in left.get("network", ()):
-                    self.virsh("net-destroy", name, check=False)
-                    self.virsh("net-undefine", name, check=False)
-                for name in {self.pool, *left.get("pool", ())}:
-                    self.virsh("pool-destroy", name, check=False)
-                    self.virsh("pool-undefine", name, check=False)
+                try:
+                    left = self.leftovers()
+                except (RuntimeError, subprocess.TimeoutExpired):
+                    left = {}
+                self._remove({**left, "pool": {self.pool, *left.get("pool", ())}})
         finally:
             for pidfile in reversed(self._started):
                 pid = _pid_alive(pidfile)
@@ -176,12 +195,12 @@ class Libvirtd:
 
     def _restore_iptables(self) -> None:
         """libvirt adds LIBVIRT_* chains for NAT networks and keeps them when the last network goes."""
-        for table, rules in _iptables_libvirt_rules().items():
-            before = set(self._iptables_before.get(table, []))
+        for (tool, table), rules in _iptables_libvirt_rules().items():
+            before = set(self._iptables_before.get((tool, table), []))
             jumps = [r for r in rules if r.startswith("-A ") and r not in before]
             chains = [r.split()[1] for r in rules if r.startswith("-N ") and r not in before]
             for rule in jumps:
-                _run("iptables", "-t", table, *re.sub(r"^-A ", "-D ", rule).split(), check=False)
+                _run(tool, "-t", table, *re.sub(r"^-A ", "-D ", rule).split(), check=False)
             for chain in chains:
-                _run("iptables", "-t", table, "-F", chain, check=False)
-                _run("iptables", "-t", table, "-X", chain, check=False)
+                _run(tool, "-t", table, "-F", chain, check=False)
+                _run(tool, "-t", table, "-X", chain, check=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,14 @@ def test_an_offline_site_installs_nothing_and_its_marker_checks_the_image(tmp_pa
     # cloud-init's package module would run `apt-get update` against a mirror nobody reaches
     assert "packages" not in doc and "package_update" not in doc
     marker = doc["runcmd"][-1][-1]
-    assert marker.startswith("{ dpkg-query -W nftables chrony qemu-guest-agent docker.io nfs-common >/dev/null")
+    assert marker.startswith("{ [ \"$(dpkg-query -W -f='${db:Status-Abbrev}' nftables chrony qemu-guest-agent "
+                             "docker.io nfs-common 2>/dev/null)\" = 'ii ii ii ii ii ' ]")
+    # the check itself, run by sh on this machine: its own packages pass, a removed or unknown one does not
+    check = marker.split(" && ")[0]
+    for names, ok in ((["dpkg", "bash"], True), (["dpkg", "no-such-package-here"], False)):
+        probe = check.replace("nftables chrony qemu-guest-agent docker.io nfs-common", " ".join(names))
+        probe = probe.replace("'ii ii ii ii ii '", "'" + "ii " * len(names) + "'")
+        assert (subprocess.run(["sh", "-c", probe], check=False).returncode == 0) is ok, probe
     path = tmp_path / "offline.yaml"
     path.write_text(text)
     result = run_tool([tool("cloud-init"), "schema", "--config-file", str(path)])

@@ -290,5 +290,10 @@ def test_the_l7_tasks_container_check_is_the_models_and_takes_only_docker_durati
     (service,) = [r for r in slow.by_type("docker:index/service:Service") if r["name"].endswith("-l7-service")]
     check = service["inputs"]["taskSpec"]["containerSpec"]["healthcheck"]
     assert (check["timeout"], check["startPeriod"]) == ("30s", "2m")
+    # `up` waits for the tasks to turn healthy: longer checks, a longer wait (2 replicas x (2m + 4 x 5s + 30s))
+    default_wait = default.by_type("docker:index/service:Service")
+    waits = [int(r["inputs"]["convergeConfig"]["timeout"].rstrip("s")) for r in (*default_wait, service)
+             if r["name"].endswith("-l7-service")]
+    assert waits[1] - waits[0] >= 2 * (115 + 28), waits
     dev_estate["l7"]["container_check"] = {"timeout": "1d"}
     assert_rule(dev_estate, "l7.container_check.timeout", "Docker takes ms, s, m or h here, not days")
