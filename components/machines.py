@@ -7,7 +7,7 @@ import base64
 import hashlib
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -162,6 +162,14 @@ class LibvirtSite:
     networks: dict[str, libvirt.Network]
     network_names: dict[str, str]
     pools: dict[str, str]
+    # The last upload (base image, cloud-init disk) made on each hypervisor: the provider's libvirt client
+    # (go-libvirt) deadlocks when two uploads stream at once (seen under the real engine: both hang for good),
+    # so each upload waits for the one before it on the same hypervisor. They take seconds.
+    last_upload: dict[str, pulumi.Resource] = field(default_factory=dict)
+
+    def upload_after(self, hypervisor: str) -> list[pulumi.Resource]:
+        last = self.last_upload.get(hypervisor)
+        return [last] if last is not None else []
 
 
 def build_site(spec: EstateSpec, name: str, parent: pulumi.Resource | None) -> LibvirtSite:
@@ -175,7 +183,7 @@ def build_site(spec: EstateSpec, name: str, parent: pulumi.Resource | None) -> L
         site.network_names[hv.name] = hv.network or net.name
         opts = pulumi.ResourceOptions(parent=parent, provider=provider)
         if image.volume is None:
-            site.base_volumes[hv.name] = libvirt.Volume(
+            site.base_volumes[hv.name] = site.last_upload[hv.name] = libvirt.Volume(
                 f"{name}-{hv.name}-base",
                 name=f"{spec.name}-{image.name}.{image.format}",
                 pool=hv.pool,
@@ -255,9 +263,13 @@ class VirtualMachine(pulumi.ComponentResource):
             ),
             # Read on first boot only; replacing it would detach media from a running VM for nothing.
             opts=pulumi.ResourceOptions.merge(
-                in_site, pulumi.ResourceOptions(ignore_changes=["userData", "metaData", "networkConfig"])
+                in_site,
+                pulumi.ResourceOptions(
+                    ignore_changes=["userData", "metaData", "networkConfig"], depends_on=site.upload_after(m.hypervisor)
+                ),
             ),
         )
+        site.last_upload[m.hypervisor] = seed
         network = site.networks.get(m.hypervisor)
         kind = next(h.domain_type for h in spec.hypervisors if h.name == m.hypervisor)
         domain = libvirt.Domain(

@@ -68,6 +68,19 @@ def test_one_libvirt_provider_per_hypervisor(prod: tuple[SynthResult, MachineLay
     assert Counter(r["provider"] for r in bases) == Counter(list(providers))
 
 
+def test_uploads_to_one_hypervisor_go_one_at_a_time(prod: tuple[SynthResult, MachineLayer]) -> None:
+    """go-libvirt hangs for good when two uploads stream at once (the base image and the cloud-init disks, seen
+    under the real engine): on each hypervisor every upload depends on the one before it."""
+    result, _ = prod
+    uploads = [r for r in result.resources
+               if r["name"].endswith("-base") or r["type"] == "libvirt:index/cloudInitDisk:CloudInitDisk"]
+    for provider in {r["provider"] for r in uploads}:
+        chain = [r for r in uploads if r["provider"] == provider]  # in registration order
+        assert chain[0]["name"].endswith("-base") and len(chain) > 2, [r["name"] for r in chain]
+        for before, after in zip(chain, chain[1:], strict=False):
+            assert before["name"] in after["dependencies"], (before["name"], after["name"])
+
+
 def test_adding_a_worker_leaves_every_existing_resource_unchanged(prod: tuple[SynthResult, MachineLayer]) -> None:
     before, _ = prod
     raw = estate_of("prod")
