@@ -130,9 +130,10 @@ class SynthResult:
     def by_type(self, type_: str) -> list[dict[str, Any]]:
         return [r for r in self.resources if r["type"] == type_]
 
-    def critical_path(self) -> int:
-        """Resources on the longest dependency chain: how many must be created one after another."""
-        deps = {r["name"]: [d for d in r["dependencies"]] for r in self.resources}
+    def critical_path(self, skip: frozenset[tuple[str, str]] = frozenset()) -> int:
+        """Resources on the longest dependency chain: how many must be created one after another (`skip`: the
+        (dependent, dependency) edges to leave out)."""
+        deps = {r["name"]: [d for d in r["dependencies"] if (r["name"], d) not in skip] for r in self.resources}
         longest: dict[str, int] = {}
 
         def walk(name: str) -> int:
